@@ -1,0 +1,3 @@
+from acceltune.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,162 @@
+"""Device and precision policy: one place decides what a run uses, and says so.
+
+auto precision: bf16 + TF32 on CUDA compute capability >= 8.0 (Ampere, Hopper), fp16 with loss
+scaling on 7.x (Volta, Turing: bf16 is emulated and slow there), fp32 on CPU (see
+docs/benchmarks.md for the CPU bf16 measurement). Asking for what the machine cannot do is a
+UserError, never a silent fallback.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from acceltune.errors import UserError
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str
+    """fp32 | fp16 | bf16"""
+    autocast_dtype: torch.dtype | None
+    """dtype for torch.autocast, None for plain fp32."""
+    loss_scaling: bool
+    """fp16 needs a GradScaler; bf16 and fp32 do not."""
+    tf32: bool
+    """Allow TF32 matmuls (Ampere and newer)."""
+
+    @property
+    def accelerate_name(self) -> str:
+        """The name accelerate's ``mixed_precision`` expects."""
+        return {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}[self.name]
+
+
+FP32 = Precision("fp32", None, False, False)
+
+
+def resolve_device(requested: str = "auto") -> torch.device:
+    requested = (requested or "auto").lower()
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {requested} was asked for but no CUDA GPU is visible (torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}): use --device cpu or install a CUDA build of torch")
+        device = torch.device(requested)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {requested}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+        return device
+    if requested == "cpu":
+        return torch.device("cpu")
+    raise UserError(f"unknown --device {requested!r}: use auto, cpu, cuda or cuda:N")
+
+
+def resolve_precision(requested: str, device: torch.device, for_training: bool = True) -> Precision:
+    requested = (requested or "auto").lower()
+    if requested not in PRECISIONS:
+        raise UserError(f"unknown --precision {requested!r}: use one of {', '.join(PRECISIONS)}")
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        cc = f"{major}.{minor}"
+        if requested == "auto":
+            requested = "bf16" if major >= 8 else "fp16" if major >= 7 else "fp32"
+        if requested == "bf16" and major < 8:
+            raise UserError(f"--precision bf16 needs compute capability >= 8.0 but {torch.cuda.get_device_name(device)} has {cc} (bf16 is emulated and slow there): use --precision fp16 or auto")
+        if requested == "fp16" and major < 6:
+            raise UserError(f"--precision fp16 needs compute capability >= 6.0, this GPU has {cc}: use --precision fp32")
+        tf32 = major >= 8 and requested in ("bf16", "fp32")
+        if requested == "fp32":
+            return Precision("fp32", None, False, tf32)
+        dtype = torch.bfloat16 if requested == "bf16" else torch.float16
+        return Precision(requested, dtype, requested == "fp16" and for_training, tf32)
+    # CPU
+    if requested in ("auto", "fp32"):
+        return FP32
+    if requested == "fp16":
+        raise UserError("--precision fp16 is not supported on the CPU (no fast fp16 kernels): use --precision bf16 on a CPU with AVX-512 BF16 or AMX, or fp32")
+    if not cpu_has_bf16():
+        raise UserError("--precision bf16 on this CPU would be emulated and slow (no AVX-512 BF16 or AMX): use --precision fp32")
+    return Precision("bf16", torch.bfloat16, False, False)
+
+
+def apply_precision_flags(precision: Precision) -> None:
+    """Process-wide switches a precision implies (TF32 matmuls on Ampere and newer)."""
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = precision.tf32
+        torch.backends.cudnn.allow_tf32 = precision.tf32
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_bf16() -> bool:
+    flags = cpu_flags()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_model_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def usable_cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def machine_report(device: str = "auto", precision: str = "auto") -> dict:
+    """Everything `acceltune doctor` prints: what the machine has and what a run would use."""
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("torch", "transformers", "accelerate", "datasets", "onnxruntime", "onnx", "tensorrt", "fastapi"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    gpus = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            gpus.append({
+                "index": i,
+                "name": props.name,
+                "compute_capability": f"{props.major}.{props.minor}",
+                "memory_gib": round(props.total_memory / 2**30, 1),
+                "bf16": props.major >= 8,
+            })
+    flags = cpu_flags()
+    features = ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"]
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": {"model": cpu_model_name(), "cores": usable_cpu_count(), "torch_threads": torch.get_num_threads(),
+                "features": {f: f in flags for f in features}},
+        "cuda": {"available": torch.cuda.is_available(), "torch_cuda": torch.version.cuda, "devices": gpus},
+        "libraries": versions,
+        "run_would_use": {"device": str(dev), "precision": prec.name, "loss_scaling": prec.loss_scaling, "tf32": prec.tf32},
+    }

@@ -1,0 +1,135 @@
+"""Batch inference over any backend: tokenize in batches, sort by length, batch by token budget.
+
+Used by `acceltune predict`, `acceltune evaluate` and the server, so all three give the same
+answers. Results come back in input order whatever the batch composition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from acceltune.backends import load_backend
+from acceltune.errors import UserError
+from acceltune.modeldir import ModelInfo
+
+
+@dataclass
+class Encoded:
+    """Token ids per input (unpadded) and whether each was truncated."""
+
+    features: dict[str, list[list[int]]]
+    truncated: list[bool]
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(ids) for ids in self.features["input_ids"]]
+
+
+class Predictor:
+    def __init__(self, model_dir: str | Path, backend: str = "auto", device: str = "auto", precision: str = "auto",
+                 max_batch_tokens: int = 8192, max_batch_size: int = 256):
+        from transformers import AutoTokenizer
+
+        self.model_dir = Path(model_dir)
+        self.info = ModelInfo.load(self.model_dir)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot load the tokenizer from {self.model_dir} ({e.__class__.__name__}): the directory must hold tokenizer files as written by 'acceltune train'") from None
+        self.backend = load_backend(self.model_dir, self.info, backend, device, precision)
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_size = max_batch_size
+
+    @property
+    def labels(self) -> list[str]:
+        return self.info.labels
+
+    def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> Encoded:
+        if self.info.text_pair and pairs is None:
+            raise UserError("this model classifies text pairs: give the second text too (--text-pair-column, or 'pair' in requests)")
+        max_len = self.info.max_length
+        kwargs = {"add_special_tokens": True, "return_attention_mask": False}
+        args = (list(texts), list(pairs)) if pairs is not None else (list(texts),)
+        enc = self.tokenizer(*args, truncation=False, **kwargs)
+        truncated = [len(ids) > max_len for ids in enc["input_ids"]]
+        if any(truncated):
+            idx = [i for i, t in enumerate(truncated) if t]
+            sub = (tuple([a[i] for i in idx] for a in args))
+            enc_t = self.tokenizer(*sub, truncation=True, max_length=max_len, **kwargs)
+            for key in enc:
+                for j, i in enumerate(idx):
+                    enc[key][i] = enc_t[key][j]
+        features = {k: enc[k] for k in ("input_ids", "token_type_ids") if k in enc}
+        return Encoded(features, truncated)
+
+    def batches(self, lengths: Sequence[int]) -> list[np.ndarray]:
+        """Index batches, longest first, each within the token budget (padded tokens counted)."""
+        order = np.argsort(-np.asarray(lengths), kind="stable")
+        out, start = [], 0
+        while start < len(order):
+            longest = max(lengths[order[start]], 1)
+            size = max(1, min(self.max_batch_size, self.max_batch_tokens // longest))
+            out.append(order[start:start + size])
+            start += size
+        return out
+
+    def pad(self, encoded: Encoded, idx: np.ndarray) -> dict[str, np.ndarray]:
+        lengths = [encoded.lengths[i] for i in idx]
+        width = max(lengths)
+        multiple = self.backend.pad_to_multiple_of
+        if multiple:
+            width = -(-width // multiple) * multiple
+        pad_id = self.tokenizer.pad_token_id or 0
+        batch = {"input_ids": np.full((len(idx), width), pad_id, dtype=np.int64),
+                 "attention_mask": np.zeros((len(idx), width), dtype=np.int64)}
+        if "token_type_ids" in encoded.features:
+            batch["token_type_ids"] = np.zeros((len(idx), width), dtype=np.int64)
+        padding_left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        for row, i in enumerate(idx):
+            n = encoded.lengths[i]
+            cols = slice(width - n, width) if padding_left else slice(0, n)
+            batch["input_ids"][row, cols] = encoded.features["input_ids"][i]
+            batch["attention_mask"][row, cols] = 1
+            if "token_type_ids" in batch:
+                batch["token_type_ids"][row, cols] = encoded.features["token_type_ids"][i]
+        return {k: v for k, v in batch.items() if k in self.backend.input_names}
+
+    def logits(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> tuple[np.ndarray, list[bool]]:
+        """Logits in input order, and which inputs were truncated."""
+        if len(texts) == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32), []
+        encoded = self.encode(texts, pairs)
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        for idx in self.batches(encoded.lengths):
+            out[idx] = self.backend.logits(self.pad(encoded, idx))
+        return out, encoded.truncated
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        if self.info.multi_label:
+            return 1.0 / (1.0 + np.exp(-logits))
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        e = np.exp(shifted)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def predict(self, texts: Sequence[str], pairs: Sequence[str] | None = None, top_k: int = 1) -> list[dict]:
+        """One result per input: label, score, top_k [{label, score}], truncated; multi-label adds labels."""
+        logits, truncated = self.logits(texts, pairs)
+        probs = self.probabilities(logits)
+        return [self.format_result(p, t, top_k) for p, t in zip(probs, truncated)]
+
+    def format_result(self, probs: np.ndarray, truncated: bool, top_k: int = 1) -> dict:
+        k = max(1, min(top_k, len(self.labels)))
+        order = np.argsort(-probs, kind="stable")[:k]
+        result = {
+            "label": self.labels[int(order[0])],
+            "score": float(probs[order[0]]),
+            "top_k": [{"label": self.labels[int(i)], "score": float(probs[i])} for i in order],
+            "truncated": bool(truncated),
+        }
+        if self.info.multi_label:
+            result["labels"] = [self.labels[i] for i in np.flatnonzero(probs >= self.info.threshold)]
+        return result
