@@ -26,7 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+def build_parser(command: str | None = None) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """All commands are listed; only `command`'s module is imported to add its flags (fast start-up)."""
     parser = argparse.ArgumentParser(prog="acceltune", description="Fine-tune, evaluate, optimise and serve text classifiers.")
     from acceltune import __version__
 
@@ -35,8 +36,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     subparsers = {}
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        p.add_argument("--config", metavar="YAML", help="read flags from this YAML file (flags given here override it)")
-        importlib.import_module(module).add_arguments(p)
+        if name == command:
+            p.add_argument("--config", metavar="YAML", help="read flags from this YAML file (flags given here override it)")
+            importlib.import_module(module).add_arguments(p)
         subparsers[name] = p
     return parser, subparsers
 
@@ -69,9 +71,12 @@ def apply_yaml_defaults(parser: argparse.ArgumentParser, path: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # datasets' per-file progress bars would mix with our own bar and with one-line errors.
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     argv = sys.argv[1:] if argv is None else argv
     try:
-        parser, subparsers = build_parser()
+        command = next((a for a in argv if not a.startswith("-")), None)
+        parser, subparsers = build_parser(command if command in COMMANDS else None)
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -22,7 +23,7 @@ class TorchBackend(Backend):
         self.precision = resolve_precision(precision, self.device, for_training=False)
         self.model = AutoModelForSequenceClassification.from_pretrained(model_dir)
         self.model.to(self.device).eval()
-        forward_args = self.model.forward.__code__.co_varnames
+        forward_args = inspect.signature(self.model.forward).parameters
         self.input_names = tuple(n for n in ("input_ids", "attention_mask", "token_type_ids") if n in forward_args)
         self.pad_to_multiple_of = 8 if self.device.type == "cuda" else None
         self._autocast = (

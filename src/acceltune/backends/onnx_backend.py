@@ -1,0 +1,131 @@
+"""ONNX Runtime backend for directories written by `acceltune export --format onnx` (fp32 or int8).
+
+CPU: one intra-op thread per usable core (ACCELTUNE_THREADS overrides), sequential execution,
+all graph optimisations, spinning threads (lowest latency; see docs/benchmarks_inference.md).
+CUDA: the CUDA execution provider when onnxruntime-gpu is installed and a GPU is visible.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from acceltune.backends.base import Backend
+from acceltune.errors import UserError
+from acceltune.modeldir import ModelInfo
+
+
+def onnx_file(model_dir: Path, info: ModelInfo) -> Path:
+    name = (info.extra or {}).get("file") or "model.onnx"
+    path = Path(model_dir) / name
+    if not path.is_file():
+        raise UserError(f"{path} is missing: the directory is not a complete export; run 'acceltune export' again")
+    return path
+
+
+def default_threads() -> int:
+    env = os.environ.get("ACCELTUNE_THREADS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise UserError(f"ACCELTUNE_THREADS={env!r} is not a number of threads") from None
+    return usable_cpu_count()
+
+
+def usable_cpu_count() -> int:
+    """Cores this process may run on (affinity-aware); kept here so the ONNX path never imports torch."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def cpu_session_options(threads: int | None = None, spinning: bool = True):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or default_threads()
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    so.log_severity_level = 3
+    return so
+
+
+def resolve_ort_device(device: str) -> str:
+    """'cpu' or 'cuda:N' for ONNX Runtime; a device asked for but unavailable is a UserError."""
+    import onnxruntime as ort
+
+    device = (device or "auto").lower()
+    providers = ort.get_available_providers()
+    has_cuda = "CUDAExecutionProvider" in providers
+    if device == "auto":
+        return "cuda:0" if has_cuda and _gpu_visible() else "cpu"  # torch is imported only with onnxruntime-gpu
+    if device == "cpu":
+        return "cpu"
+    if device.startswith("cuda"):
+        if not has_cuda:
+            raise UserError(f"--device {device} with --backend onnx needs onnxruntime-gpu (this onnxruntime {ort.__version__} "
+                            f"has {', '.join(providers)}): pip install onnxruntime-gpu, or use --device cpu")
+        if not _gpu_visible():
+            raise UserError(f"--device {device}: no CUDA GPU is visible: use --device cpu")
+        index = device.split(":", 1)[1] if ":" in device else "0"
+        if not index.isdigit():
+            raise UserError(f"unknown --device {device!r}: use auto, cpu, cuda or cuda:N")
+        return f"cuda:{index}"
+    raise UserError(f"unknown --device {device!r}: use auto, cpu, cuda or cuda:N")
+
+
+def _gpu_visible() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+
+
+class OnnxBackend(Backend):
+    name = "onnx"
+
+    def __init__(self, model_dir: str | Path, info: ModelInfo, device: str = "auto", threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise UserError("--backend onnx needs onnxruntime: pip install onnxruntime") from None
+        self.model_dir = Path(model_dir)
+        self.info = info
+        self.path = onnx_file(self.model_dir, info)
+        self.device = resolve_ort_device(device)
+        if self.device == "cpu":
+            so = cpu_session_options(threads)
+            providers = ["CPUExecutionProvider"]
+            self.threads = so.intra_op_num_threads
+        else:
+            so = ort.SessionOptions()
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            so.log_severity_level = 3
+            providers = [("CUDAExecutionProvider", {"device_id": int(self.device.split(":")[1])}), "CPUExecutionProvider"]
+            self.threads = None
+        try:
+            self.session = ort.InferenceSession(str(self.path), so, providers=providers)
+        except Exception as e:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
+            raise UserError(f"ONNX Runtime cannot load {self.path}: {str(e).strip().splitlines()[0][:300]}") from None
+        self.input_names = tuple(i.name for i in self.session.get_inputs())
+        self.output_name = self.session.get_outputs()[0].name
+        self.pad_to_multiple_of = None if self.device == "cpu" else 8
+
+    def logits(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        feed = {k: np.ascontiguousarray(features[k], dtype=np.int64) for k in self.input_names}
+        out = self.session.run([self.output_name], feed)[0]
+        return out.astype(np.float32, copy=False)
+
+    def describe(self) -> dict:
+        extra = self.info.extra or {}
+        return {"backend": self.name, "device": self.device, "file": self.path.name,
+                "quantization": extra.get("quantization", "none"), "threads": self.threads,
+                "providers": self.session.get_providers()}

@@ -1,0 +1,204 @@
+"""Examples → batches: tokenize once (cached by datasets), bucket by length, pad per batch.
+
+The sampler works on index lists, so skipping to a position inside an epoch (exact resume) costs
+nothing, and it shards whole batches across data-parallel ranks so each example is seen once per
+epoch across all of them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+TOKEN_COLUMNS = ("input_ids", "token_type_ids")
+
+
+def tokenize(dataset, tokenizer, max_length: int, text_pair: bool, num_proc: int | None = None):
+    """Adds input_ids (and token_type_ids) and length; drops the text columns. Cached by datasets."""
+    needs_token_types = "token_type_ids" in tokenizer.model_input_names
+
+    def encode(batch):
+        args = (batch["text"], batch["text_pair"]) if text_pair else (batch["text"],)
+        enc = tokenizer(*args, truncation=True, max_length=max_length, return_attention_mask=False,
+                        return_token_type_ids=needs_token_types)
+        out = {"input_ids": enc["input_ids"], "length": [len(x) for x in enc["input_ids"]]}
+        if needs_token_types:
+            out["token_type_ids"] = enc["token_type_ids"]
+        return out
+
+    drop = [c for c in ("text", "text_pair") if c in dataset.column_names]
+    return dataset.map(encode, batched=True, batch_size=2000, remove_columns=drop, num_proc=num_proc,
+                       desc="tokenizing", load_from_cache_file=True)
+
+
+def token_lengths(dataset, tokenizer, text_pair: bool, limit: int = 20000, seed: int = 0) -> np.ndarray:
+    """Untruncated token lengths of (a sample of) the texts, to choose max_length from the data."""
+    n = len(dataset)
+    idx = np.random.default_rng(seed).choice(n, size=min(n, limit), replace=False) if n > limit else np.arange(n)
+    rows = dataset[idx.tolist()] if n > limit else dataset[:]
+    args = (rows["text"], rows["text_pair"]) if text_pair else (rows["text"],)
+    enc = tokenizer(*args, truncation=False, return_attention_mask=False, return_token_type_ids=False)
+    return np.array([len(x) for x in enc["input_ids"]])
+
+
+def choose_max_length(lengths: np.ndarray, model_limit: int, percentile: float = 99.0) -> int:
+    """The 99th percentile of the data's token lengths, rounded up to 8, capped by the model."""
+    p = int(math.ceil(np.percentile(lengths, percentile))) if len(lengths) else model_limit
+    return int(max(8, min(model_limit, -(-p // 8) * 8)))
+
+
+class LengthGroupedSampler:
+    """Yields lists of indices: batches of similar-length examples, shuffled between buckets.
+
+    Each epoch: shuffle all indices (seed, epoch), cut into mega-batches of `bucket_batches`
+    global batches, sort each by length, cut into global batches, shuffle the batch order. A global
+    batch of batch_size * num_replicas examples is split into one contiguous slice per rank, so all
+    ranks see examples of similar length and the same number of steps. With `max_tokens`, a batch
+    whose padded size would exceed it is split (token budget). `group_by_length=False` gives plain
+    random batches.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, *, num_replicas: int = 1, rank: int = 0,
+                 group_by_length: bool = True, bucket_batches: int = 64, max_tokens: int | None = None,
+                 shuffle: bool = True):
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.group_by_length = group_by_length
+        self.bucket_batches = bucket_batches
+        self.max_tokens = max_tokens
+        self.shuffle = shuffle
+        self.epoch = 0
+        self.start_batch = 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch = epoch
+        self.start_batch = start_batch
+
+    def global_batches(self) -> list[np.ndarray]:
+        n = len(self.lengths)
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(n) if self.shuffle else np.arange(n)
+        gbs = self.batch_size * self.num_replicas
+        if len(order) % self.num_replicas:  # every rank needs the same number of examples: repeat a few (as DistributedSampler)
+            order = np.concatenate([order, order[: self.num_replicas - len(order) % self.num_replicas]])
+        if self.group_by_length:
+            mega = gbs * self.bucket_batches
+            order = np.concatenate([
+                chunk[np.argsort(-self.lengths[chunk], kind="stable")] for chunk in np.array_split(order, max(1, math.ceil(len(order) / mega)))
+            ])
+        batches = [order[i:i + gbs] for i in range(0, len(order), gbs)]
+        if self.group_by_length and self.shuffle:
+            perm = rng.permutation(len(batches))
+            batches = [batches[i] for i in perm]
+        return batches
+
+    def _split_by_budget(self, batch: np.ndarray) -> list[np.ndarray]:
+        if not self.max_tokens:
+            return [batch]
+        out, start = [], 0
+        sorted_batch = batch[np.argsort(-self.lengths[batch], kind="stable")]
+        while start < len(sorted_batch):
+            width = max(int(self.lengths[sorted_batch[start]]), 1)
+            size = max(1, self.max_tokens // width)
+            out.append(sorted_batch[start:start + size])
+            start += size
+        return out
+
+    def batches(self) -> list[np.ndarray]:
+        """This rank's batches for the current epoch, from the start (ignores start_batch)."""
+        mine = []
+        for g in self.global_batches():
+            shard = np.array_split(g, self.num_replicas)[self.rank]
+            mine.extend(self._split_by_budget(shard))
+        return mine
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batches()[self.start_batch:]:
+            yield batch.tolist()
+
+    def __len__(self) -> int:
+        if self.max_tokens:
+            return len(self.batches())
+        n = len(self.lengths)
+        per_rank = math.ceil(n / self.num_replicas)
+        return math.ceil(per_rank / self.batch_size)
+
+
+def eval_batches(lengths: Sequence[int], max_tokens: int, max_batch_size: int, num_replicas: int = 1, rank: int = 0) -> list[np.ndarray]:
+    """Length-sorted batches within a token budget, dealt round-robin to ranks (no duplicates)."""
+    lengths = np.asarray(lengths)
+    order = np.argsort(-lengths, kind="stable")
+    out, start = [], 0
+    while start < len(order):
+        size = max(1, min(max_batch_size, max_tokens // max(int(lengths[order[start]]), 1)))
+        out.append(order[start:start + size])
+        start += size
+    return out[rank::num_replicas]
+
+
+class Collator:
+    """Pads a batch of token lists to its longest member (a multiple of 8 on GPUs)."""
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None, padding_side: str = "right",
+                 multi_label: bool = False):
+        self.pad_token_id = pad_token_id
+        self.multiple = pad_to_multiple_of
+        self.left = padding_side == "left"
+        self.multi_label = multi_label
+
+    def __call__(self, rows: dict[str, list]) -> dict[str, torch.Tensor]:
+        ids = rows["input_ids"]
+        width = max(len(x) for x in ids)
+        if self.multiple:
+            width = -(-width // self.multiple) * self.multiple
+        n = len(ids)
+        input_ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((n, width), dtype=torch.long)
+        types = torch.zeros((n, width), dtype=torch.long) if "token_type_ids" in rows else None
+        for i, x in enumerate(ids):
+            cols = slice(width - len(x), width) if self.left else slice(0, len(x))
+            input_ids[i, cols] = torch.tensor(x, dtype=torch.long)
+            attention[i, cols] = 1
+            if types is not None:
+                types[i, cols] = torch.tensor(rows["token_type_ids"][i], dtype=torch.long)
+        batch = {"input_ids": input_ids, "attention_mask": attention}
+        if types is not None:
+            batch["token_type_ids"] = types
+        if "labels" in rows:
+            batch["labels"] = torch.tensor(rows["labels"], dtype=torch.float if self.multi_label else torch.long)
+        return batch
+
+
+class BatchedArrowDataset(torch.utils.data.Dataset):
+    """Fetches a whole batch with one Arrow take (DataLoader calls __getitems__ with the batch's indices)."""
+
+    def __init__(self, dataset, columns: Sequence[str]):
+        self.dataset = dataset.with_format(None).select_columns([c for c in columns if c in dataset.column_names])
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitems__(self, indices: list[int]) -> dict[str, list]:
+        return self.dataset[indices]
+
+    def __getitem__(self, index: int) -> dict:
+        return self.dataset[index]
+
+
+def make_loader(dataset, batch_sampler, collator, num_workers: int = 0, pin_memory: bool = False):
+    return torch.utils.data.DataLoader(
+        BatchedArrowDataset(dataset, (*TOKEN_COLUMNS, "labels")),
+        batch_sampler=batch_sampler,
+        collate_fn=collator,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+        # Its own generator: creating an iterator must not draw from the global RNG (exact resume).
+        generator=torch.Generator(),
+    )

@@ -1,0 +1,60 @@
+"""`acceltune train`: flags generated from the typed config, a thin call into acceltune.train."""
+
+from __future__ import annotations
+
+import argparse
+
+from acceltune.config import TrainConfig, config_fields, field_default
+
+
+def _flag_type(annotation: str):
+    """Map a dataclass annotation string to (argparse type, is_bool)."""
+    base = annotation.replace(" | None", "").strip()
+    return {"str": (str, False), "int": (int, False), "float": (float, False), "bool": (None, True)}[base]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    titles = {"data": "data", "model": "model", "train": "training"}
+    groups = {g: parser.add_argument_group(t) for g, t in titles.items()}
+    for group, f in config_fields():
+        flag = "--" + f.name.replace("_", "-")
+        kind, is_bool = _flag_type(f.type if isinstance(f.type, str) else f.type.__name__)
+        help_text = f.metadata.get("help", "")
+        if is_bool:
+            groups[group].add_argument(flag, action=argparse.BooleanOptionalAction, default=field_default(f), help=help_text)
+        else:
+            groups[group].add_argument(flag, type=kind, default=field_default(f), help=help_text, metavar=f.name.upper())
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig.from_flat({f.name: getattr(args, f.name) for _, f in config_fields()})
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    if config.train.nproc_per_node > 1 or config.train.nnodes > 1:
+        from acceltune.distributed import launch
+
+        return launch(config, args)
+    from rich.console import Console
+
+    from acceltune.train import TrainingInterrupted, train
+
+    console = Console(stderr=True)
+    try:
+        result = train(config)
+    except TrainingInterrupted as e:
+        console.print(f"[yellow]{e}")
+        return 130
+    print_summary(result, Console())
+    return 0
+
+
+def print_summary(result, console) -> None:
+    m = result.metrics
+    console.print(f"model written to [bold]{result.output_dir}[/] · {m['train_samples_per_second']} samples/s over {m['train_runtime_s']} s")
+    for split in ("validation", "test"):
+        if split in m:
+            s = m[split]
+            console.print(f"{split}: accuracy {s['accuracy']:.4f} · macro F1 {s['macro_f1']:.4f} · {s['examples']} examples")
+    console.print(f"report: {result.output_dir / 'report.md'} · TensorBoard: tensorboard --logdir {result.output_dir / 'logs'}")

