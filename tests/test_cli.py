@@ -122,6 +122,7 @@ def test_predict_and_evaluate_on_a_model_directory(capsys, tmp_path, tiny_model_
         alone = p.predict([text], top_k=2)[0]
         assert alone["label"] == row["label"] and abs(alone["score"] - row["score"]) < 1e-5
     # Refuses to overwrite; CSV output works.
+    capsys.readouterr()
     assert_user_error(capsys, ["predict", str(tiny_model_dir), "--input", str(inp), "--output", str(out)], "--overwrite")
     csv_out = tmp_path / "pred.csv"
     assert main(["predict", str(tiny_model_dir), "--input", str(inp), "--output", str(csv_out)]) == 0

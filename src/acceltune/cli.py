@@ -26,6 +26,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default unless it is None or the help text already says what the default is."""
+
+    def _get_help_string(self, action):
+        if action.default is None or "default:" in (action.help or "") or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser(command: str | None = None) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """All commands are listed; only `command`'s module is imported to add its flags (fast start-up)."""
     parser = argparse.ArgumentParser(prog="acceltune", description="Fine-tune, evaluate, optimise and serve text classifiers.")
@@ -35,7 +44,7 @@ def build_parser(command: str | None = None) -> tuple[argparse.ArgumentParser, d
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers = {}
     for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
         if name == command:
             p.add_argument("--config", metavar="YAML", help="read flags from this YAML file (flags given here override it)")
             importlib.import_module(module).add_arguments(p)
@@ -73,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # datasets' per-file progress bars would mix with our own bar and with one-line errors.
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    if "datasets" in sys.modules:  # already imported (library use, tests): the variable is read at import
+        sys.modules["datasets"].disable_progress_bars()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars: ours is the progress that matters
     argv = sys.argv[1:] if argv is None else argv
     try:
         command = next((a for a in argv if not a.startswith("-")), None)

@@ -308,8 +308,12 @@ def _optimize(src: Path, dst: Path, config, encoder: bool) -> dict:
 def _quantize_int8(src: Path, dst: Path) -> dict:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    options = {"per_channel": False, "reduce_range": False, "weight_type": "QInt8",
-               "op_types": ["MatMul", "Attention"]}
+    # Measured on MiniLM-L6 / Banking77 (docs/benchmarks_inference.md): per-channel weights agree more
+    # often with fp32 at the same speed; reduce_range (7-bit weights, for CPUs without VNNI) loses
+    # accuracy on VNNI/AMX CPUs; quantizing the fused Attention (QAttention) beats MatMul-only;
+    # int8 embedding tables (Gather) cut the file from 56 to 22 MB at no measurable agreement cost.
+    options = {"per_channel": True, "reduce_range": False, "weight_type": "QInt8",
+               "op_types": ["MatMul", "Attention", "Gather"]}
     with _quiet():
         quantize_dynamic(str(src), str(dst), op_types_to_quantize=options["op_types"],
                          per_channel=options["per_channel"], reduce_range=options["reduce_range"],
@@ -321,7 +325,8 @@ def _quantize_int8(src: Path, dst: Path) -> dict:
 
 
 def check_parity(reference: Callable[[dict], np.ndarray], export_dir: Path, texts: Sequence[str],
-                 quantization: str | None, fmt: str, backend: str = "onnx", device: str = "auto") -> dict:
+                 quantization: str | None, fmt: str, backend: str = "onnx", device: str = "auto",
+                 int8_min_agreement: float = INT8_MIN_AGREEMENT) -> dict:
     """Score ``texts`` with the exported directory and with ``reference`` on the very same padded batches."""
     from acceltune.inference import Predictor
 
@@ -342,7 +347,7 @@ def check_parity(reference: Callable[[dict], np.ndarray], export_dir: Path, text
     if fmt == "tensorrt":
         criterion, ok = f"label agreement >= {TRT_MIN_AGREEMENT:.0%} (fp16)", agree >= TRT_MIN_AGREEMENT
     elif quantization == "int8":
-        criterion, ok = f"label agreement >= {INT8_MIN_AGREEMENT:.0%}", agree >= INT8_MIN_AGREEMENT
+        criterion, ok = f"label agreement >= {int8_min_agreement:.0%}", agree >= int8_min_agreement
     else:
         criterion, ok = f"max |logit difference| <= {FP32_TOLERANCE:g}", max_diff <= FP32_TOLERANCE
     return {"texts": len(texts), "max_abs_logit_diff": max_diff, "label_agreement": agree,
@@ -366,8 +371,12 @@ def _torch_reference(model):
 def export_model(model_dir: str | os.PathLike, output: str | os.PathLike, format: str = "onnx",
                  quantize: str | None = None, opset: int | None = None, overwrite: bool = False,
                  calibration_data: str | os.PathLike | None = None, parity_data: str | os.PathLike | None = None,
-                 log: Callable[[str], None] = print) -> ExportResult:
-    """Export ``model_dir`` to ``output``; raises UserError (and writes nothing) when anything fails."""
+                 log: Callable[[str], None] = print, *, int8_min_agreement: float = INT8_MIN_AGREEMENT) -> ExportResult:
+    """Export ``model_dir`` to ``output``; raises UserError (and writes nothing) when anything fails.
+
+    ``int8_min_agreement`` (library only, for experiments such as benchmarks on probe models) relaxes
+    the int8 label-agreement criterion; the CLI always uses INT8_MIN_AGREEMENT.
+    """
     start = time.perf_counter()
     model_dir, output = Path(model_dir), Path(output)
     fmt = (format or "onnx").lower()
@@ -448,7 +457,7 @@ def export_model(model_dir: str | os.PathLike, output: str | os.PathLike, format
 
         log(f"checking parity on {len(texts)} texts from {source}")
         parity = check_parity(_torch_reference(model), tmp, texts, quantize, fmt,
-                              backend="tensorrt" if fmt == "tensorrt" else "onnx")
+                              backend="tensorrt" if fmt == "tensorrt" else "onnx", int8_min_agreement=int8_min_agreement)
         parity["source"] = source
         log(f"parity: max |logit difference| {parity['max_abs_logit_diff']:.2e}, label agreement "
             f"{parity['label_agreement']:.2%} ({parity['criterion']}: {'passed' if parity['passed'] else 'FAILED'})")

@@ -6,6 +6,7 @@ answers. Results come back in input order whatever the batch composition.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -26,7 +27,11 @@ class Encoded:
 
     @property
     def lengths(self) -> list[int]:
-        return [len(ids) for ids in self.features["input_ids"]]
+        # Cached: pad() and batches() ask for it per batch (recomputing it made padding O(n^2)).
+        cached = self.__dict__.get("_lengths")
+        if cached is None or len(cached) != len(self.features["input_ids"]):
+            cached = self.__dict__["_lengths"] = [len(ids) for ids in self.features["input_ids"]]
+        return cached
 
 
 class Predictor:
@@ -78,24 +83,28 @@ class Predictor:
         return out
 
     def pad(self, encoded: Encoded, idx: np.ndarray) -> dict[str, np.ndarray]:
-        lengths = [encoded.lengths[i] for i in idx]
-        width = max(lengths)
+        all_lengths = encoded.lengths
+        lengths = np.fromiter((all_lengths[i] for i in idx), dtype=np.int64, count=len(idx))
+        width = int(lengths.max())
         multiple = self.backend.pad_to_multiple_of
         if multiple:
             width = -(-width // multiple) * multiple
         pad_id = self.tokenizer.pad_token_id or 0
-        batch = {"input_ids": np.full((len(idx), width), pad_id, dtype=np.int64),
-                 "attention_mask": np.zeros((len(idx), width), dtype=np.int64)}
-        if "token_type_ids" in encoded.features:
-            batch["token_type_ids"] = np.zeros((len(idx), width), dtype=np.int64)
-        padding_left = getattr(self.tokenizer, "padding_side", "right") == "left"
-        for row, i in enumerate(idx):
-            n = encoded.lengths[i]
-            cols = slice(width - n, width) if padding_left else slice(0, n)
-            batch["input_ids"][row, cols] = encoded.features["input_ids"][i]
-            batch["attention_mask"][row, cols] = 1
-            if "token_type_ids" in batch:
-                batch["token_type_ids"][row, cols] = encoded.features["token_type_ids"][i]
+        cols = np.arange(width)
+        if getattr(self.tokenizer, "padding_side", "right") == "left":
+            mask = cols[None, :] >= (width - lengths)[:, None]
+        else:
+            mask = cols[None, :] < lengths[:, None]
+        total = int(lengths.sum())
+        # Row-major order of the mask's True cells is the concatenation order of the rows' tokens.
+        batch = {"attention_mask": mask.astype(np.int64)}
+        for key, fill in (("input_ids", pad_id), ("token_type_ids", 0)):
+            if key not in encoded.features:
+                continue
+            rows = encoded.features[key]
+            arr = np.full((len(idx), width), fill, dtype=np.int64)
+            arr[mask] = np.fromiter(itertools.chain.from_iterable(rows[i] for i in idx), dtype=np.int64, count=total)
+            batch[key] = arr
         return {k: v for k, v in batch.items() if k in self.backend.input_names}
 
     def logits(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> tuple[np.ndarray, list[bool]]:

@@ -33,7 +33,8 @@ class ThroughputWindow:
 
 
 class RunLogger:
-    def __init__(self, output_dir: Path, is_main: bool, total_steps: int, quiet: bool = False, resume_step: int = 0):
+    def __init__(self, output_dir: Path, is_main: bool, total_steps: int, quiet: bool = False, resume_step: int = 0,
+                 history: list[dict] | None = None):
         self.is_main = is_main
         self.writer = None
         self.jsonl = None
@@ -49,7 +50,14 @@ class RunLogger:
             self.writer = SummaryWriter(str(output_dir / "logs"))
         except ImportError:  # tensorboard is a dependency; a stripped install still trains
             self.console.print("[yellow]tensorboard is not installed: no event files will be written")
-        self.jsonl = open(output_dir / "log.jsonl", "a", buffering=1)
+        log_path = output_dir / "log.jsonl"
+        if history is not None:
+            # Resuming: the log holds exactly the checkpoint's history (records logged after it, by the
+            # interrupted run, are dropped, as the resumed run logs those steps again).
+            from acceltune.modeldir import atomic_write_text
+
+            atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in history))
+        self.jsonl = open(log_path, "a", buffering=1)
         if not quiet:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -66,7 +74,8 @@ class RunLogger:
     def log(self, record: dict) -> None:
         if not self.is_main:
             return
-        self.jsonl.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+        record.setdefault("time", round(time.time(), 3))  # the caller's dict (kept in the run's history) gets it too
+        self.jsonl.write(json.dumps(record) + "\n")
         step, kind = record["step"], record["kind"]
         if self.writer is not None:
             for key, value in record.items():

@@ -6,8 +6,10 @@ Mixed precision is a no-op when off (accelerate's autocast and GradScaler), not 
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+import os
 import shutil
 import signal
 import time
@@ -142,14 +144,23 @@ def predict_logits(model, dataset, collator, accelerator) -> tuple[np.ndarray, n
     model.eval()
     lengths = np.asarray(dataset["length"])
     batches = batching.eval_batches(lengths, EVAL_MAX_TOKENS, EVAL_MAX_BATCH, accelerator.num_processes, accelerator.process_index)
+    # Every rank runs the same number of forwards: a wrapped model's forward can be a collective (DDP
+    # broadcasts buffers on the first one after training, FSDP all-gathers), so a rank short of batches
+    # runs a one-example dummy and drops its output; otherwise the ranks' collectives mismatch and hang.
+    rounds = -(-len(batching.eval_batches(lengths, EVAL_MAX_TOKENS, EVAL_MAX_BATCH)) // accelerator.num_processes)
     view = batching.BatchedArrowDataset(dataset, (*batching.TOKEN_COLUMNS, "labels"))
     indices, outputs = [], []
-    for idx in batches:
+    for i in range(rounds):
+        dummy = i >= len(batches)
+        idx = np.asarray([0]) if dummy else batches[i]
         batch = collator(view.__getitems__(idx.tolist()))
         batch.pop("labels", None)
         batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
         with accelerator.autocast():
-            outputs.append(model(**batch).logits.float())
+            logits = model(**batch).logits.float()
+        if dummy:
+            continue
+        outputs.append(logits)
         indices.append(torch.as_tensor(idx, device=accelerator.device))
     num_labels = model.config.num_labels if hasattr(model, "config") else accelerator.unwrap_model(model).config.num_labels
     local_logits = torch.cat(outputs) if outputs else torch.zeros((0, num_labels), device=accelerator.device)
@@ -171,7 +182,8 @@ def evaluate_split(model, dataset, collator, accelerator, info: ModelInfo, loss_
     logits, labels = predict_logits(model, dataset, collator, accelerator)
     metrics = compute_metrics(logits, labels, info.labels, info.multi_label, info.threshold, detailed=detailed)
     target = torch.tensor(labels, dtype=torch.float if info.multi_label else torch.long)
-    metrics["loss"] = float(loss_fn.cpu()(torch.from_numpy(logits), target))
+    # On a copy: .cpu() moves a module in place, and the training loss (class weights) must stay on the device.
+    metrics["loss"] = float(copy.deepcopy(loss_fn).cpu()(torch.from_numpy(logits), target))
     return metrics
 
 
@@ -210,9 +222,6 @@ def improved(metric: str, value: float, best: float | None) -> bool:
 def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool = False) -> TrainResult:
     """Run a whole fine-tuning job. `stop_after_steps` simulates an interruption (for resume tests)."""
     from accelerate.utils import set_seed
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # our own progress bar is the one that matters
     args, data_args, model_args = config.train, config.data, config.model
 
     # 1. Device and precision: one policy, loud errors.
@@ -221,12 +230,21 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
     apply_precision_flags(precision)
     accelerator = make_accelerator(precision, device)
     is_main = accelerator.is_main_process
+    if stop_after_steps is None and os.environ.get("ACCELTUNE_STOP_AFTER_STEPS"):
+        # Test hook (not a user setting): simulate an interruption after N steps in a subprocess run.
+        stop_after_steps = int(os.environ["ACCELTUNE_STOP_AFTER_STEPS"])
+    if args.output_dir is None and accelerator.num_processes > 1:  # one directory for all ranks: rank 0's timestamp
+        from accelerate.utils import broadcast_object_list
+
+        args.output_dir = broadcast_object_list([f"runs/{datetime.now():%Y%m%d-%H%M%S}"])[0]
 
     # 2. Data: file → examples (validated, split) → tokens, once, cached.
-    splits = load_splits(data_args, seed=args.seed)
+    with accelerator.main_process_first():  # rank 0 fills the datasets cache, the others read it (no concurrent writes)
+        splits = load_splits(data_args, seed=args.seed)
     if splits.train is None or len(splits.train) == 0:
         raise UserError("no training examples: check --train")
-    output_dir = prepare_output_dir(args, is_main)
+    with accelerator.main_process_first():  # rank 0 removes an --overwrite'n directory before the others look at it
+        output_dir = prepare_output_dir(args, is_main)
     accelerator.wait_for_everyone()
     model_path = resolve_model(model_args.model)
     tokenizer = load_tokenizer(model_path, model_args.trust_remote_code)
@@ -277,7 +295,8 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
     if is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         config.save(output_dir / TRAINING_CONFIG_FILE)
-    logger = RunLogger(output_dir, is_main, total_steps, quiet=quiet, resume_step=state.global_step)
+    logger = RunLogger(output_dir, is_main, total_steps, quiet=quiet, resume_step=state.global_step,
+                       history=state.history if args.resume else None)
     logger.note(f"device {accelerator.device} · precision {precision.name} · world size {accelerator.num_processes} · "
                 f"{len(tokenized['train'])} train examples · max length {info.max_length} · {total_steps} steps")
     for note in splits.notes:
@@ -321,7 +340,7 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
                     state.samples_seen += window.samples
                     state.train_seconds += elapsed
                     record = {"kind": "train", "step": state.global_step, "epoch": state.epoch + state.batches_in_epoch / batches_per_epoch,
-                              "loss": window.loss / window.steps, "learning_rate": scheduler.get_last_lr()[0],
+                              "loss": _mean_over_ranks(accelerator, window.loss / window.steps), "learning_rate": scheduler.get_last_lr()[0],
                               "grad_norm": float(grad_norm) if grad_norm is not None else None,
                               "samples_per_second": window.samples / elapsed, "tokens_per_second": window.tokens / elapsed}
                     state.history.append(record)
@@ -367,7 +386,9 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
     unwrapped = accelerator.unwrap_model(model)
     from safetensors.torch import load_file
 
-    best_weights = load_file(str(output_dir / "model.safetensors"), device=str(accelerator.device))
+    # safetensors takes "cpu", not the "cpu:N" Accelerate names a CPU rank's device.
+    best_weights = load_file(str(output_dir / "model.safetensors"),
+                             device="cpu" if accelerator.device.type == "cpu" else str(accelerator.device))
     missing = unwrapped.load_state_dict(best_weights, strict=False)
     if missing.missing_keys and any("embeddings" not in k for k in missing.missing_keys):
         raise RuntimeError(f"best model is missing weights: {missing.missing_keys[:5]}")
@@ -385,6 +406,13 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
                      title=f"acceltune training report: {output_dir.name}")
     accelerator.wait_for_everyone()
     return TrainResult(output_dir, metrics)
+
+
+def _mean_over_ranks(accelerator, value: float) -> float:
+    """The logged training loss: every rank's shard, not rank 0's alone (called by all ranks at the same steps)."""
+    if accelerator.num_processes == 1:
+        return value
+    return float(accelerator.reduce(torch.tensor([value], device=accelerator.device), reduction="mean").item())
 
 
 def _any_rank(accelerator, flag: bool) -> bool:

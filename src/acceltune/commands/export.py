@@ -11,12 +11,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", default="onnx", choices=["onnx", "tensorrt"],
                    help="onnx: CPU/CUDA with ONNX Runtime; tensorrt: fp16 TensorRT engine (NVIDIA GPU)")
     p.add_argument("--quantize", default=None, choices=["int8"],
-                   help="int8: dynamic int8 quantization for the CPU (onnx only); default: fp32")
+                   help="int8: dynamic int8 quantization for the CPU (onnx only); leave out for fp32")
     p.add_argument("--output", "-o", required=True, metavar="DIR", help="directory to write (must not exist, or be empty, unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output directory")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18; 18 or newer)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (18 or newer: the torch dynamo exporter's minimum)")
     p.add_argument("--calibration-data", default=None, metavar="FILE",
-                   help="texts (CSV 'text' column, JSONL or one per line) for the parity check (and calibration)")
+                   help="sample texts (CSV 'text' column, JSONL or one per line) from the model's domain; used for the "
+                        "parity check (int8 uses dynamic quantization, which needs no calibration: static calibration "
+                        "measured worse, see docs/benchmarks_inference.md)")
     p.add_argument("--parity-data", default=None, metavar="FILE",
                    help="texts for the parity check (default: --calibration-data, else the demo test set, else built-in sentences)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")

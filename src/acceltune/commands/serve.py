@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 
 from acceltune.errors import UserError
@@ -22,6 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for all interfaces)")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--max-batch-size", type=int, default=64, help="inputs per model batch (requests are never split)")
+    p.add_argument("--max-batch-tokens", type=int, default=None,
+                   help="padded tokens per backend call (a batch is cut into calls, longest inputs first); "
+                        "default 256 on CPU, 8192 on GPU")
     p.add_argument("--max-wait-ms", type=float, default=2.0,
                    help="how long the oldest queued input waits for more before its batch runs")
     p.add_argument("--max-queue", type=int, default=256,
@@ -36,6 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # ONNX Runtime threads: all cores but one, which the event loop (HTTP) needs; ACCELTUNE_THREADS overrides.
+    os.environ.setdefault("ACCELTUNE_THREADS", str(max(1, _usable_cpus() - 1)))
     try:
         import uvicorn
     except ImportError:
@@ -45,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = ServeSettings(
         model_dir=args.model_dir, backend=args.backend, device=args.device, host=args.host, port=args.port,
-        max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+        max_batch_size=args.max_batch_size, max_batch_tokens=args.max_batch_tokens, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
         request_timeout_s=args.request_timeout_s, max_inputs=args.max_inputs,
         max_payload_bytes=args.max_payload_bytes,
         api_keys=read_api_keys(args.api_key_file) if args.api_key_file else (),
@@ -99,3 +105,10 @@ def _server_class():
 
 def _Server(config, app):  # noqa: N802 - a factory so that importing this module does not import uvicorn
     return _server_class()(config, app)
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from acceltune.config import TrainConfig, config_fields, field_default
 
@@ -46,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     except TrainingInterrupted as e:
         console.print(f"[yellow]{e}")
         return 130
-    print_summary(result, Console())
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank returns here; one summary
+        print_summary(result, Console())
     return 0
 
 

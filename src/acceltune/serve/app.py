@@ -30,13 +30,23 @@ from acceltune.serve.settings import ServeSettings
 
 log = logging.getLogger("acceltune.serve")
 
+#: On CPU, ONNX Runtime's cost is about linear in padded tokens: calls of ~256 tokens, cut from
+#: length-sorted inputs, waste least on padding (measured: benchmarks/serve_load.py, docs/benchmarks_serving.md).
+CPU_BATCH_TOKENS = 256
+
 PredictorFactory = Callable[[ServeSettings], "object"]
 
 
 def default_predictor_factory(settings: ServeSettings):
     from acceltune.inference import Predictor
 
-    return Predictor(settings.model_dir, backend=settings.backend, device=settings.device)
+    predictor = Predictor(settings.model_dir, backend=settings.backend, device=settings.device)
+    tokens = settings.max_batch_tokens
+    if tokens is None:
+        device = str(predictor.backend.describe().get("device", "cpu"))
+        tokens = CPU_BATCH_TOKENS if device == "cpu" else predictor.max_batch_tokens
+    predictor.max_batch_tokens = tokens
+    return predictor
 
 
 @dataclass

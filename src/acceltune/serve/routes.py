@@ -155,7 +155,8 @@ async def model(request: Request) -> Response:
         "labels": info.labels, "max_length": info.max_length, "text_pair": info.text_pair,
         "multi_label": info.multi_label, "format": info.format, "version": info.version,
         "backend": st.predictor.backend.describe(),
-        "batching": {"max_batch_size": s.max_batch_size, "max_wait_ms": s.max_wait_ms, "max_queue": s.max_queue},
+        "batching": {"max_batch_size": s.max_batch_size, "max_wait_ms": s.max_wait_ms, "max_queue": s.max_queue,
+                     "max_batch_tokens": getattr(st.predictor, "max_batch_tokens", None)},
         "limits": {"max_inputs": s.max_inputs, "max_payload_bytes": s.max_payload_bytes,
                    "request_timeout_s": s.request_timeout_s},
     }), media_type="application/json")

@@ -1,0 +1,266 @@
+"""Inference speed on the CPU: transformers pipeline vs acceltune's torch, onnx fp32 and onnx int8 backends.
+
+    .venv/bin/python benchmarks/infer_speed.py --model-dir runs/banking77 \
+        --data ../shared/data/banking77/test.csv [--limit N] [--threads N]
+
+Exports the model (fp32 and int8, via acceltune.export) into --work-dir, then measures each
+backend in a fresh subprocess (so peak RSS is per backend): sequences/s over the whole test set
+(after a warm-up), batch-1 p50/p99 latency for a typical ~16-token message (tokenization
+included), accuracy against the 'category' (or 'label') column, model size on disk, peak RSS.
+Prints one JSON line on stdout; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BACKENDS = ("pipeline", "torch", "onnx_fp32", "onnx_int8")
+LATENCY_TOKENS = 16
+
+
+def read_data(path: str, limit: int | None) -> tuple[list[str], list[str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    col = "category" if "category" in rows[0] else "label"
+    rows = rows[:limit] if limit else rows
+    return [r["text"] for r in rows], [r[col] for r in rows]
+
+
+def dir_size_mb(d: Path, names: list[str] | None = None) -> float:
+    files = [d / n for n in names] if names else [p for p in d.rglob("*") if p.is_file()]
+    return round(sum(p.stat().st_size for p in files) / 2**20, 1)
+
+
+def typical_message(tokenizer, texts: list[str], n_tokens: int = LATENCY_TOKENS) -> str:
+    """The first test text that tokenizes to exactly n_tokens (special tokens included), else the closest."""
+    lengths = [len(ids) for ids in tokenizer(texts[:2000])["input_ids"]]
+    best = min(range(len(lengths)), key=lambda i: (abs(lengths[i] - n_tokens), i))
+    return texts[best]
+
+
+def percentile_ms(samples: list[float], q: float) -> float:
+    import numpy as np
+
+    return round(float(np.percentile(samples, q)) * 1e3, 3)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork+exec from the parent."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ------------------------------------------------------------------------------------------ worker
+
+
+def worker(args) -> dict:
+    import numpy as np
+
+    threads = args.threads
+    texts, gold = read_data(args.data, args.limit)
+    message = args.message
+    if args.backend == "pipeline":
+        import torch
+        from transformers import pipeline
+
+        torch.set_num_threads(threads)
+        pipe = pipeline("text-classification", model=args.model_dir, batch_size=32, device=-1)
+
+        def predict_all(xs):
+            return [r["label"] for r in pipe(xs, batch_size=32, truncation=True)]
+
+        def predict_one(x):
+            return pipe(x, truncation=True)
+
+        size_dir = Path(args.model_dir)
+        size_files = [p.name for p in size_dir.iterdir() if p.suffix in (".safetensors", ".bin")]
+    else:
+        os.environ["ACCELTUNE_THREADS"] = str(threads)
+        from acceltune.inference import Predictor
+
+        if args.backend == "torch":
+            import torch
+
+            torch.set_num_threads(threads)
+            size_dir = Path(args.model_dir)
+            pred = Predictor(size_dir, backend="torch", device="cpu")
+            size_files = [p.name for p in size_dir.iterdir() if p.suffix in (".safetensors", ".bin")]
+        else:
+            size_dir = Path(args.work_dir) / args.backend
+            pred = Predictor(size_dir, backend="onnx", device="cpu")
+            size_files = [pred.info.extra["file"]]
+        labels = pred.labels
+
+        def predict_all(xs):
+            logits, _ = pred.logits(xs)
+            return [labels[i] for i in logits.argmax(1)]
+
+        def predict_one(x):
+            return pred.predict([x])
+
+    predict_all(texts[:64])  # warm-up: thread pools, allocator, first-shape kernels
+    start = time.perf_counter()
+    predicted = predict_all(texts)
+    seconds = time.perf_counter() - start
+    for _ in range(30):
+        predict_one(message)
+    lat = []
+    deadline = time.perf_counter() + args.latency_seconds
+    while len(lat) < 1000 and (time.perf_counter() < deadline or len(lat) < 100):
+        t0 = time.perf_counter()
+        predict_one(message)
+        lat.append(time.perf_counter() - t0)
+    rss_mb = peak_rss_mb()
+    return {
+        "sequences_per_s": round(len(texts) / seconds, 1),
+        "seconds": round(seconds, 3),
+        "latency_ms_p50": percentile_ms(lat, 50),
+        "latency_ms_p99": percentile_ms(lat, 99),
+        "latency_samples": len(lat),
+        "accuracy": round(float(np.mean([p == g for p, g in zip(predicted, gold)])), 4),
+        "model_size_mb": dir_size_mb(size_dir, size_files),
+        "peak_rss_mb": round(rss_mb, 1),
+        "predictions": predicted,
+    }
+
+
+# ------------------------------------------------------------------------------------------ parent
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def cpu_features() -> list[str]:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16") if f in flags]
+    except OSError:
+        pass
+    return []
+
+
+def ensure_exports(model_dir: Path, work_dir: Path, data: str, reuse: bool, int8_min_agreement: float | None) -> dict:
+    from acceltune.export import export_model
+
+    out = {}
+    for name, q in (("onnx_fp32", None), ("onnx_int8", "int8")):
+        target = work_dir / name
+        if reuse and (target / "acceltune.json").is_file():
+            info = json.loads((target / "acceltune.json").read_text())
+            out[name] = {"reused": True, "parity": info.get("extra", {}).get("parity")}
+            continue
+        t = time.perf_counter()
+        kw = {"int8_min_agreement": int8_min_agreement} if int8_min_agreement is not None else {}
+        r = export_model(model_dir, target, quantize=q, overwrite=True, parity_data=data,
+                         log=lambda m: print(f"  [{name}] {m}", file=sys.stderr, flush=True), **kw)
+        out[name] = {"export_s": round(time.perf_counter() - t, 1), "parity": r.parity}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model-dir", required=True, help="fine-tuned acceltune model directory (transformers format)")
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "banking77" / "test.csv"),
+                    help="CSV with text and category (or label) columns")
+    ap.add_argument("--limit", type=int, default=None, help="use only the first N texts")
+    ap.add_argument("--threads", type=int, default=None, help="threads per backend (default: usable cores)")
+    ap.add_argument("--work-dir", default=None, help="where the exports go (default: <model-dir>_bench_exports)")
+    ap.add_argument("--reuse-exports", action="store_true", help="reuse exports already in --work-dir")
+    ap.add_argument("--backends", default=",".join(BACKENDS), help=f"comma-separated subset of {','.join(BACKENDS)}")
+    ap.add_argument("--int8-min-agreement", type=float, default=None,
+                    help="relax the int8 export's label-agreement check (default: the CLI's 0.99); for probe/random models")
+    ap.add_argument("--latency-seconds", type=float, default=5.0, help="time spent on batch-1 latency per backend")
+    # internal: one backend in this (fresh) process
+    ap.add_argument("--worker", dest="backend", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--message", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args.threads = args.threads or len(os.sched_getaffinity(0))
+    model_dir = Path(args.model_dir).resolve()
+    args.work_dir = str(Path(args.work_dir or f"{model_dir}_bench_exports").resolve())
+
+    if args.backend:
+        print(json.dumps(worker(args)))
+        return 0
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = set(backends) - set(BACKENDS)
+    if unknown:
+        ap.error(f"unknown backends {sorted(unknown)}")
+    texts, _ = read_data(args.data, args.limit)
+    from transformers import AutoTokenizer
+
+    message = typical_message(AutoTokenizer.from_pretrained(model_dir), texts)
+    print(f"exporting {model_dir} -> {args.work_dir}", file=sys.stderr, flush=True)
+    exports = ensure_exports(model_dir, Path(args.work_dir), args.data, args.reuse_exports, args.int8_min_agreement)
+
+    results = {}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    for b in backends:
+        cmd = [sys.executable, __file__, "--model-dir", str(model_dir), "--data", args.data, "--threads", str(args.threads),
+               "--work-dir", args.work_dir, "--worker", b, "--message", message, "--latency-seconds", str(args.latency_seconds)]
+        if args.limit:
+            cmd += ["--limit", str(args.limit)]
+        print(f"measuring {b} ...", file=sys.stderr, flush=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            print(proc.stderr[-3000:], file=sys.stderr)
+            results[b] = {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+            continue
+        results[b] = json.loads(proc.stdout.strip().splitlines()[-1])
+        r = results[b]
+        print(f"  {b}: {r['sequences_per_s']} seq/s, p50 {r['latency_ms_p50']} ms, p99 {r['latency_ms_p99']} ms, "
+              f"accuracy {r['accuracy']}, {r['model_size_mb']} MB, RSS {r['peak_rss_mb']} MB", file=sys.stderr, flush=True)
+
+    preds = {b: r.pop("predictions") for b, r in results.items() if "predictions" in r}
+    base = results.get("pipeline", {}).get("sequences_per_s")
+    for b, r in results.items():
+        if base and "sequences_per_s" in r:
+            r["speedup_vs_pipeline"] = round(r["sequences_per_s"] / base, 2)
+        if "torch" in preds and b in preds and b != "torch":
+            r["agreement_with_torch"] = round(sum(x == y for x, y in zip(preds[b], preds["torch"])) / len(preds[b]), 4)
+    from transformers import AutoTokenizer as _T
+
+    report = {
+        "benchmark": "infer_speed",
+        "model_dir": str(model_dir),
+        "data": args.data,
+        "texts": len(texts),
+        "threads": args.threads,
+        "latency_message": {"text": message, "tokens": len(_T.from_pretrained(model_dir)(message)["input_ids"])},
+        "machine": {"cpu": cpu_model(), "usable_cores": len(os.sched_getaffinity(0)), "features": cpu_features(),
+                    "load_avg_1m_at_end": round(os.getloadavg()[0], 2)},
+        "exports": exports,
+        "int8_min_agreement": args.int8_min_agreement if args.int8_min_agreement is not None else 0.99,
+        "results": results,
+    }
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

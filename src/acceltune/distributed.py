@@ -1,0 +1,228 @@
+"""Data-parallel launch: `acceltune train --nproc-per-node N [--nnodes M --node-rank R --master-addr A --master-port P]`.
+
+`launch` starts torch's elastic agent (the torchrun machinery, ``torch.distributed.launcher``) on this
+machine; the agent runs N copies of ``python -m acceltune train <the same settings> --nproc-per-node 1``
+with RANK/LOCAL_RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT set, and Accelerate inside `acceltune.train`
+turns that environment into a process group: gloo on CPU, NCCL on GPUs (one process per GPU, GPU =
+LOCAL_RANK). Everything distributed-specific in the loop itself (sharded sampler, gathered evaluation,
+rank-0-only files, agreed stop flag) lives in acceltune.train; this module only starts processes and
+turns their exit codes into one.
+
+Already inside a launcher (``torchrun -m acceltune train ...``, ``accelerate launch -m acceltune train
+...``, Slurm/Kubernetes/Ray setting RANK and WORLD_SIZE) nothing is relaunched: the flags are ignored
+and this process trains as the rank it was given. FSDP and DeepSpeed come from Accelerate's own config:
+``accelerate launch --config_file fsdp.yaml -m acceltune train ...`` (see docs/distributed.md).
+
+Exit codes: 0 when every process succeeded; 2 and one line when a process hit a user error (only
+local rank 0 writes to this terminal: the others' output goes to log files, shown when they fail);
+130 when interrupted (SIGINT/SIGTERM reach the agent, which forwards them once to every process: each
+checkpoints at the next step boundary, agreed across ranks, and stops); 1 for any other failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+from acceltune.config import TrainConfig, config_fields
+from acceltune.errors import UserError
+
+LAUNCHER_FIELDS = ("nproc_per_node", "nnodes", "node_rank", "master_addr", "master_port")
+"""Flags for the launcher only: children get --nproc-per-node 1 and the defaults for the rest."""
+
+SHUTDOWN_TIMEOUT_S = 60
+"""After a signal or a failed process, how long the others get to finish (e.g. write their checkpoint) before SIGKILL."""
+
+USER_ERROR_PREFIX = "acceltune: error: "
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def already_launched(environ=os.environ) -> bool:
+    """True inside torchrun, accelerate launch, Slurm+torchrun, a PyTorchJob or Ray Train: never relaunch there."""
+    return "RANK" in environ and "WORLD_SIZE" in environ
+
+
+def child_arguments(config: TrainConfig) -> list[str]:
+    """`acceltune train` flags reproducing `config` exactly, minus the launcher flags (plus --nproc-per-node 1)."""
+    out = []
+    for group, f in config_fields():
+        if f.name in LAUNCHER_FIELDS:
+            continue
+        value = getattr(getattr(config, group), f.name)
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            out.append(flag if value else "--no-" + flag[2:])
+        elif value is not None:
+            out.append(f"{flag}={value!r}" if isinstance(value, float) else f"{flag}={value}")
+    return [*out, "--nproc-per-node=1"]
+
+
+def backend_for(device: str) -> str:
+    """The process-group backend Accelerate will pick for this --device: NCCL for CUDA, gloo for CPU."""
+    import torch
+
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        return "gloo"
+    return "nccl"
+
+
+def _check(config: TrainConfig) -> str:
+    t = config.train
+    device = (t.device or "auto").lower()
+    backend = backend_for(device)
+    if backend == "nccl":
+        import torch
+
+        if device.startswith("cuda:"):
+            raise UserError(f"--device {t.device} names one GPU, but --nproc-per-node {t.nproc_per_node} runs one process "
+                            "per GPU (process i uses GPU i): use --device cuda, and CUDA_VISIBLE_DEVICES to choose the GPUs")
+        visible = torch.cuda.device_count()
+        if visible == 0:
+            raise UserError(f"--device {t.device} with --nproc-per-node {t.nproc_per_node}: no CUDA GPU is visible; "
+                            "use --device cpu to train data-parallel on CPU (gloo)")
+        if t.nproc_per_node > visible:
+            raise UserError(f"--nproc-per-node {t.nproc_per_node} asks for one process per GPU, but {visible} GPU(s) are "
+                            f"visible: use --nproc-per-node {visible} or fewer (or --device cpu)")
+    if t.nnodes > 1 and t.master_addr in ("127.0.0.1", "localhost"):
+        raise UserError(f"--nnodes {t.nnodes}: --master-addr must be the address of the node-rank-0 machine that the "
+                        "others can reach (not 127.0.0.1)")
+    if t.resume and t.output_dir is None:
+        raise UserError("--resume needs --output-dir (the run to continue)")
+    return backend
+
+
+def launch(config: TrainConfig, args: argparse.Namespace | None = None) -> int:
+    """Run `acceltune train` data-parallel on this machine's share of the processes; return the exit code."""
+    t = config.train
+    if already_launched():
+        return _train_here(config, args)
+    backend = _check(config)
+    if t.output_dir is None:  # every process, on every node, must write into the same directory
+        if t.nnodes > 1:
+            raise UserError("--nnodes > 1 needs --output-dir, on a filesystem every node shares (checkpoints are written by rank 0 and read by all)")
+        t.output_dir = f"runs/{datetime.now():%Y%m%d-%H%M%S}"
+
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, SignalException, Std
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    nproc = t.nproc_per_node
+    if t.nnodes == 1:  # one machine: torchrun --standalone (a free port, no clash with another run)
+        rdzv = dict(rdzv_backend="c10d", rdzv_endpoint="localhost:0", run_id=str(uuid.uuid4()))
+    else:  # several: torchrun --nnodes M --node-rank R --master-addr A --master-port P (static rendezvous)
+        rdzv = dict(rdzv_backend="static", rdzv_endpoint=f"{t.master_addr}:{t.master_port}", run_id="acceltune",
+                    rdzv_configs={"rank": t.node_rank, "timeout": 900})
+    log_dir = Path(tempfile.mkdtemp(prefix="acceltune-launch-"))
+    # Local rank 0 keeps this terminal (progress bar, notes, its error line); the others write log files.
+    redirects = {i: Std.NONE if i == 0 else Std.ALL for i in range(nproc)}
+    lc = LaunchConfig(min_nodes=t.nnodes, max_nodes=t.nnodes, nproc_per_node=nproc, max_restarts=0,
+                      monitor_interval=0.1, logs_specs=DefaultLogsSpecs(log_dir=str(log_dir), redirects=redirects),
+                      shutdown_timeout=int(os.environ.get("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", SHUTDOWN_TIMEOUT_S)), **rdzv)
+    child = ["-m", "acceltune", "train", *child_arguments(config)]
+
+    env_backup = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS",)}
+    if "OMP_NUM_THREADS" not in os.environ:  # N processes on one machine share its cores (torchrun sets 1; on CPU that starves the math)
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
+    # The agent's loggers (each with its own level) print failure tables and tracebacks that repeat
+    # what the exit code and our one line say; ACCELTUNE_LAUNCH_DEBUG=1 keeps them.
+    agent_logs = [] if os.environ.get("ACCELTUNE_LAUNCH_DEBUG") else [
+        logging.getLogger(n) for n in list(logging.root.manager.loggerDict) if n.startswith("torch.distributed")]
+    levels = [log.level for log in agent_logs]
+    for log in agent_logs:
+        log.setLevel(logging.CRITICAL)
+    if t.node_rank == 0:
+        print(f"acceltune: launching {nproc * t.nnodes} processes ({nproc} here, {t.nnodes} node(s), {backend}) "
+              f"into {t.output_dir}", file=sys.stderr)
+    ok = False
+    try:
+        elastic_launch(lc, entrypoint=sys.executable)(*child)
+        ok = True
+        return 0
+    except SignalException as e:
+        print(f"acceltune: {signal.Signals(e.sigval).name}: processes stopped (each checkpoints at its next step "
+              f"boundary; continue with --resume --output-dir {t.output_dir})", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ChildFailedError as e:
+        return _report_failure(e, log_dir)
+    finally:
+        for log, lvl in zip(agent_logs, levels):
+            log.setLevel(lvl)
+        for s, h in handlers.items():
+            if h is not None:
+                signal.signal(s, h)
+        for k, v in env_backup.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if ok:
+            shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def _report_failure(err, log_dir: Path) -> int:
+    """One exit code (and at most a few lines) for a failed group of processes."""
+    failures = err.failures  # global rank -> ProcessFailure(local_rank, exitcode, ...)
+    codes = {rank: f.exitcode for rank, f in failures.items()}
+    def stderr_of(local_rank: int) -> list[str]:
+        files = sorted(log_dir.glob(f"**/attempt_*/{local_rank}/stderr.log"))
+        return files[-1].read_text(errors="replace").splitlines() if files else []
+
+    user_errors = [(rank, f) for rank, f in sorted(failures.items()) if f.exitcode == EXIT_USER_ERROR]
+    if user_errors:
+        # Local rank 0 printed its own line on this terminal; another rank's line comes from its log file.
+        if not any(f.local_rank == 0 for _, f in user_errors):
+            rank, f = user_errors[0]
+            line = next((l for l in reversed(stderr_of(f.local_rank)) if l.startswith(USER_ERROR_PREFIX)), None)
+            print(line or f"{USER_ERROR_PREFIX}rank {rank} stopped on a user error (output: {log_dir})", file=sys.stderr)
+        return EXIT_USER_ERROR
+    interrupted = (EXIT_INTERRUPTED, -signal.SIGINT, -signal.SIGTERM, 128 + signal.SIGTERM)
+    if all(c in interrupted for c in codes.values()):
+        return EXIT_INTERRUPTED
+    here = [rank for rank, f in failures.items() if f.local_rank == 0 and f.exitcode not in interrupted]
+    # Local rank 0's traceback is already on this terminal; otherwise the earliest failure is the likely cause.
+    first = here[0] if here else err.get_first_failure()[0] if hasattr(err, "get_first_failure") else min(codes)
+    f = failures[first]
+    where = "its traceback is above" if f.local_rank == 0 else f"its output: {log_dir}/**/{f.local_rank}/stderr.log"
+    tail = [] if f.local_rank == 0 else stderr_of(f.local_rank)[-15:]
+    for line in tail:
+        print(f"[rank {first}] {line}", file=sys.stderr)
+    code = f"signal {signal.Signals(-f.exitcode).name}" if f.exitcode < 0 else f"exit code {f.exitcode}"
+    print(f"{USER_ERROR_PREFIX}training process rank {first} failed ({code}); {where}", file=sys.stderr)
+    return 1
+
+
+def _train_here(config: TrainConfig, args: argparse.Namespace | None) -> int:
+    """Inside an existing launcher: train as the given rank (the launcher flags do not apply)."""
+    t = config.train
+    world = int(os.environ["WORLD_SIZE"])
+    if os.environ.get("RANK") == "0" and (t.nproc_per_node > 1 or t.nnodes > 1):
+        print(f"acceltune: already launched (WORLD_SIZE={world}): --nproc-per-node/--nnodes are ignored, the launcher decides",
+              file=sys.stderr)
+    for name in LAUNCHER_FIELDS:  # no relaunch from commands.train.run
+        default = {"nproc_per_node": 1, "nnodes": 1, "node_rank": 0}.get(name)
+        if default is not None:
+            setattr(t, name, default)
+            if args is not None:
+                setattr(args, name, default)
+    from acceltune.commands import train as command
+
+    if args is None:
+        from acceltune.train import TrainingInterrupted, train
+
+        try:
+            train(config)
+        except TrainingInterrupted as e:
+            print(str(e), file=sys.stderr)
+            return EXIT_INTERRUPTED
+        return 0
+    return command.run(args)

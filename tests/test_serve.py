@@ -1,0 +1,375 @@
+"""The model server (acceltune.serve): API, limits, batching, back-pressure, auth, readiness, SIGTERM drain.
+
+Most tests drive the ASGI app in-process (httpx + the app's lifespan); one starts a real
+`acceltune serve` process to check that SIGTERM finishes every accepted request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from acceltune.errors import UserError
+from acceltune.inference import Predictor
+from acceltune.serve import ServeSettings, create_app
+
+TEXTS = ["I love this movie", "this was terrible", "an ordinary afternoon", "where is my card",
+         "please refund my payment", "the quick brown fox", "great service, thanks", "meh"]
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_model_dir) -> Predictor:
+    return Predictor(tiny_model_dir, backend="torch", device="cpu")
+
+
+class GatedBackend:
+    """Wraps a backend: every batch waits for ``gate``; ``entered`` is set when a batch is waiting."""
+
+    def __init__(self, inner):
+        self.inner, self.gate, self.entered = inner, threading.Event(), threading.Event()
+        self.input_names, self.pad_to_multiple_of, self.name = inner.input_names, inner.pad_to_multiple_of, "gated"
+
+    def logits(self, features):
+        self.entered.set()
+        assert self.gate.wait(30)
+        return self.inner.logits(features)
+
+    def describe(self):
+        return {"backend": self.name}
+
+
+def gated(predictor: Predictor) -> tuple[Predictor, GatedBackend]:
+    p = copy.copy(predictor)
+    p.backend = GatedBackend(predictor.backend)
+    return p, p.backend
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: ServeSettings, predictor: Predictor | None, wait_ready: bool = True, **kwargs):
+    factory = kwargs.pop("predictor_factory", None) or (lambda s: predictor)
+    app = create_app(settings, predictor_factory=factory, **kwargs)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test", timeout=30) as client:
+            if wait_ready:
+                for _ in range(400):
+                    if (await client.get("/readyz")).status_code == 200:
+                        break
+                    await asyncio.sleep(0.01)
+            client.app = app
+            yield client
+
+
+def settings(model_dir, **kw) -> ServeSettings:
+    return ServeSettings(model_dir=model_dir, **kw)
+
+
+def sample(app, name: str, labels: dict | None = None) -> float:
+    return app.state.serve.metrics.registry.get_sample_value(name, labels or {}) or 0.0
+
+
+# ------------------------------------------------------------------------------------------ batching
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_results(tiny_model_dir, predictor):
+    requests = [TEXTS[i % len(TEXTS):][:1 + i % 3] or TEXTS[:1] for i in range(24)]
+
+    async def main():
+        async with serving(settings(tiny_model_dir, max_wait_ms=50, max_batch_size=64), predictor) as c:
+            responses = await asyncio.gather(*[c.post("/v1/classify", json={"inputs": r, "top_k": 2}) for r in requests])
+            single = await c.post("/v1/classify", json={"inputs": TEXTS[0]})
+            return responses, single, c.app
+
+    responses, single, app = asyncio.run(main())
+    for texts, r in zip(requests, responses):
+        assert r.status_code == 200, r.text
+        got = r.json()["results"]
+        want = predictor.predict(texts, top_k=2)
+        assert [g["label"] for g in got] == [w["label"] for w in want]
+        assert [[t["label"] for t in g["top_k"]] for g in got] == [[t["label"] for t in w["top_k"]] for w in want]
+        for g, w in zip(got, want):
+            assert g["score"] == pytest.approx(w["score"], abs=1e-4)
+            assert g["truncated"] is False and len(g["top_k"]) == 2
+    assert single.json()["results"][0]["label"] == predictor.predict(TEXTS[:1])[0]["label"]
+    batches = sample(app, "acceltune_batch_size_count")
+    inputs = sample(app, "acceltune_batch_size_sum")
+    assert inputs == sum(len(r) for r in requests) + 1
+    assert inputs / batches > 1, "concurrent requests were not batched together"
+    assert sample(app, "acceltune_batch_requests_sum") / batches > 1
+    assert sample(app, "acceltune_http_requests_total", {"path": "/v1/classify", "status": "200"}) == 25
+    assert sample(app, "acceltune_tokens_total") > inputs
+
+
+# ------------------------------------------------------------------------------- readiness, model, metrics
+
+def test_readyz_is_503_until_the_model_is_loaded(tiny_model_dir, predictor):
+    release = threading.Event()
+
+    def slow_factory(s):
+        assert release.wait(30)
+        return predictor
+
+    async def main():
+        async with serving(settings(tiny_model_dir), None, wait_ready=False, predictor_factory=slow_factory) as c:
+            assert (await c.get("/healthz")).status_code == 200
+            before = await c.get("/readyz")
+            assert before.status_code == 503 and before.json()["error"]["type"] == "not_ready"
+            assert before.headers["retry-after"] == "1"
+            assert (await c.post("/v1/classify", json={"inputs": "hi"})).status_code == 503
+            assert (await c.get("/v1/model")).status_code == 503
+            release.set()
+            for _ in range(500):
+                if (await c.get("/readyz")).status_code == 200:
+                    break
+                await asyncio.sleep(0.01)
+            assert (await c.get("/readyz")).json() == {"status": "ready"}
+            model = (await c.get("/v1/model")).json()
+            metrics = (await c.get("/metrics")).text
+            docs = await c.get("/docs")
+            schema = (await c.get("/openapi.json")).json()
+            return model, metrics, docs, schema
+
+    model, metrics, docs, schema = asyncio.run(main())
+    assert model["labels"] == predictor.labels and model["max_length"] == 64
+    assert model["backend"]["backend"] == "torch" and model["format"] == "transformers"
+    for name in ("acceltune_http_requests_total", "acceltune_http_request_duration_seconds_bucket",
+                 "acceltune_queue_wait_seconds_bucket", "acceltune_batch_size_bucket", "acceltune_queue_depth",
+                 "acceltune_inputs_total", "acceltune_tokens_total"):
+        assert name in metrics
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    assert "ClassifyRequest" in schema["components"]["schemas"] and "/v1/classify" in schema["paths"]
+
+
+def test_a_model_that_fails_to_load_reports_it(tiny_model_dir):
+    errors = []
+
+    def broken(s):
+        raise UserError("boom")
+
+    async def main():
+        async with serving(settings(tiny_model_dir), None, wait_ready=False, predictor_factory=broken,
+                           on_load_error=errors.append) as c:
+            for _ in range(200):
+                if errors:
+                    break
+                await asyncio.sleep(0.01)
+            return await c.get("/readyz")
+
+    r = asyncio.run(main())
+    assert r.status_code == 503 and r.json()["error"]["type"] == "load_failed" and "boom" in r.json()["error"]["message"]
+    assert len(errors) == 1
+
+
+def test_not_a_model_directory_fails_before_serving(tmp_path):
+    with pytest.raises(UserError):
+        create_app(settings(tmp_path / "missing"))
+
+
+# ------------------------------------------------------------------------------------- back-pressure
+
+def test_full_queue_answers_429_with_retry_after_at_once(tiny_model_dir, predictor):
+    p, backend = gated(predictor)
+    backend.gate.set()  # open for the warm-up
+
+    async def until(condition):
+        for _ in range(2000):
+            if condition():
+                return
+            await asyncio.sleep(0.005)
+        raise AssertionError("condition not reached")
+
+    async def main():
+        s = settings(tiny_model_dir, max_batch_size=1, max_queue=2, max_inputs=2, max_wait_ms=0)
+        async with serving(s, p) as c:
+            backend.gate.clear()
+            backend.entered.clear()
+            first = asyncio.create_task(c.post("/v1/classify", json={"inputs": "a"}))
+            await until(backend.entered.is_set)  # the worker holds the first request
+            second = asyncio.create_task(c.post("/v1/classify", json={"inputs": ["b", "c"]}))  # queued: 2 of 2
+            await until(lambda: c.app.state.serve.batcher.queued_inputs >= 2)
+            t0 = time.perf_counter()
+            rejected = await c.post("/v1/classify", json={"inputs": "d"})
+            elapsed = time.perf_counter() - t0
+            backend.gate.set()
+            return rejected, elapsed, await first, await second, c.app
+
+    rejected, elapsed, first, second, app = asyncio.run(main())
+    assert rejected.status_code == 429 and rejected.headers["retry-after"] == "1"
+    err = rejected.json()["error"]
+    assert err["type"] == "queue_full" and err["limit"] == "--max-queue" and err["max"] == 2
+    assert elapsed < 1.0
+    assert first.status_code == 200 and second.status_code == 200 and len(second.json()["results"]) == 2
+    assert sample(app, "acceltune_rejected_requests_total", {"reason": "queue_full"}) == 1
+
+
+def test_a_request_not_answered_in_time_gets_504(tiny_model_dir, predictor):
+    p, backend = gated(predictor)
+    backend.gate.set()
+
+    async def main():
+        async with serving(settings(tiny_model_dir, request_timeout_s=0.2), p) as c:
+            backend.gate.clear()
+            r = await c.post("/v1/classify", json={"inputs": "slow"})
+            backend.gate.set()
+            return r
+
+    r = asyncio.run(main())
+    assert r.status_code == 504
+    assert r.json()["error"]["type"] == "timeout" and r.json()["error"]["limit"] == "--request-timeout-s"
+
+
+# ------------------------------------------------------------------------------------------- limits
+
+LONG = "word " * 200
+
+
+@pytest.mark.parametrize("body,status,kind,limit", [
+    ({"inputs": ""}, 422, "invalid_request", None),
+    ({"inputs": ["ok", ""]}, 422, "invalid_request", None),
+    ({"inputs": []}, 422, "invalid_request", None),
+    ({"inputs": 5}, 422, "invalid_request", None),
+    ({"inputs": [1, 2]}, 422, "invalid_request", None),
+    ({"inputs": [["a", "b"]]}, 422, "invalid_request", None),  # pairs sent to a single-text model
+    ({"text": "typo in the field name"}, 422, "invalid_request", None),
+    ({"inputs": "x", "top_k": 0}, 422, "invalid_request", None),
+    ({"inputs": "x", "truncate": "maybe"}, 422, "invalid_request", None),
+    (b"{not json", 422, "invalid_request", None),
+    (b"", 422, "invalid_request", None),
+    ({"inputs": ["t"] * 5}, 413, "too_many_inputs", "--max-inputs"),
+    ({"inputs": ["a long text " * 40]}, 413, "payload_too_large", "--max-payload-bytes"),
+    ({"inputs": "x " * 100, "truncate": False}, 422, "input_too_long", "max_length"),
+])
+def test_bad_requests_get_their_documented_status(tiny_model_dir, predictor, body, status, kind, limit):
+    async def main():
+        async with serving(settings(tiny_model_dir, max_inputs=4, max_queue=16, max_payload_bytes=400), predictor) as c:
+            if isinstance(body, bytes):
+                return await c.post("/v1/classify", content=body, headers={"content-type": "application/json"})
+            return await c.post("/v1/classify", json=body)
+
+    r = asyncio.run(main())
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["type"] == kind and err.get("limit") == limit and err["message"]
+
+
+def test_long_inputs_are_truncated_and_say_so(tiny_model_dir, predictor):
+    async def main():
+        async with serving(settings(tiny_model_dir), predictor) as c:
+            return await c.post("/v1/classify", json={"inputs": [LONG, "short"], "top_k": 99})
+
+    r = asyncio.run(main())
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert [x["truncated"] for x in results] == [True, False]
+    assert len(results[0]["top_k"]) == len(predictor.labels)  # top_k is capped at the number of labels
+    assert results[0]["label"] == predictor.predict([LONG])[0]["label"]
+
+
+def test_settings_refuse_impossible_limits(tiny_model_dir):
+    with pytest.raises(UserError, match="--max-inputs"):
+        settings(tiny_model_dir, max_inputs=100, max_queue=10)
+    with pytest.raises(UserError, match="--max-batch-size"):
+        settings(tiny_model_dir, max_batch_size=0)
+
+
+# --------------------------------------------------------------------------------------------- auth
+
+def test_api_key_is_required_except_on_probes(tiny_model_dir, predictor):
+    async def main():
+        async with serving(settings(tiny_model_dir, api_keys=("s3cret", "next-key")), predictor) as c:
+            ok = {"Authorization": "Bearer s3cret"}
+            out = {
+                "none": await c.post("/v1/classify", json={"inputs": "hi"}),
+                "wrong": await c.post("/v1/classify", json={"inputs": "hi"}, headers={"Authorization": "Bearer nope"}),
+                "basic": await c.post("/v1/classify", json={"inputs": "hi"}, headers={"Authorization": "Basic s3cret"}),
+                "right": await c.post("/v1/classify", json={"inputs": "hi"}, headers=ok),
+                "second": await c.post("/v1/classify", json={"inputs": "hi"}, headers={"Authorization": "Bearer next-key"}),
+                "model": await c.get("/v1/model"),
+                "model_ok": await c.get("/v1/model", headers=ok),
+                "openapi": await c.get("/openapi.json"),
+                "docs": await c.get("/docs"),
+                "healthz": await c.get("/healthz"),
+                "readyz": await c.get("/readyz"),
+                "metrics": await c.get("/metrics"),
+            }
+            return out
+
+    r = asyncio.run(main())
+    for name in ("none", "wrong", "basic", "model", "openapi", "docs"):
+        assert r[name].status_code == 401, name
+        assert r[name].json()["error"]["type"] == "unauthorized"
+        assert r[name].headers["www-authenticate"] == "Bearer"
+    for name in ("right", "second", "model_ok", "healthz", "readyz", "metrics"):
+        assert r[name].status_code == 200, name
+
+
+def test_api_key_file(tmp_path):
+    from acceltune.serve import read_api_keys
+
+    f = tmp_path / "keys"
+    f.write_text("# rotate monthly\nfirst\n\n  second  \n")
+    assert read_api_keys(f) == ("first", "second")
+    f.write_text("\n# nothing\n")
+    with pytest.raises(UserError):
+        read_api_keys(f)
+    with pytest.raises(UserError):
+        read_api_keys(tmp_path / "absent")
+
+
+# ------------------------------------------------------------------------------- SIGTERM, real server
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sigterm_finishes_every_accepted_request(tiny_model_dir, tmp_path):
+    port = _free_port()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    log = open(tmp_path / "server.log", "w")
+    # A long batching window keeps the requests in flight (accepted, queued) when SIGTERM arrives.
+    proc = subprocess.Popen([sys.executable, "-m", "acceltune", "serve", str(tiny_model_dir), "--port", str(port),
+                             "--backend", "torch", "--max-wait-ms", "1500", "--max-batch-size", "256"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.1)
+        else:
+            pytest.fail("server not ready: " + (tmp_path / "server.log").read_text())
+
+        def call(i):
+            return httpx.post(f"{base}/v1/classify", json={"inputs": [TEXTS[i % len(TEXTS)]] * (1 + i % 3)}, timeout=30)
+
+        with ThreadPoolExecutor(12) as pool:
+            futures = [pool.submit(call, i) for i in range(12)]
+            time.sleep(0.6)  # all sent and queued, the batch window still open
+            proc.send_signal(signal.SIGTERM)
+            responses = [f.result() for f in futures]
+        rc = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+    assert [r.status_code for r in responses] == [200] * 12, (tmp_path / "server.log").read_text()
+    assert [len(r.json()["results"]) for r in responses] == [1 + i % 3 for i in range(12)]
+    assert rc == 0, (tmp_path / "server.log").read_text()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{base}/healthz", timeout=2)
