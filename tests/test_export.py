@@ -89,7 +89,6 @@ def test_parity_check_fails_loudly_and_writes_nothing(tiny_model_dir, tmp_path, 
 
 
 def test_check_parity_reports_agreement(int8_dir, tiny_model_dir):
-    import torch
     from transformers import AutoModelForSequenceClassification
 
     from acceltune.export import _torch_reference
@@ -99,7 +98,6 @@ def test_check_parity_reports_agreement(int8_dir, tiny_model_dir):
     assert ok["passed"] and ok["label_agreement"] == 1.0 and ok["texts"] == len(TEXTS)
     flipped = check_parity(lambda f: -_torch_reference(model)(f), int8_dir, TEXTS, "int8", "onnx")
     assert not flipped["passed"] and flipped["label_agreement"] < 0.99
-    del torch
 
 
 @pytest.mark.parametrize("backend_dir", ["torch", "onnx", "int8"])
