@@ -66,7 +66,7 @@ class ModelArgs:
 @dataclass
 class TrainArgs:
     output_dir: str | None = _f(None, "where the model, checkpoints, logs and report go (default: runs/<timestamp>)")
-    epochs: float = _f(8.0, "passes over the training data")
+    epochs: float = _f(12.0, "passes over the training data (the best epoch on validation is kept)")
     max_steps: int | None = _f(None, "stop after this many optimizer steps (overrides --epochs)")
     batch_size: int = _f(32, "examples per optimizer step and process (before --grad-accumulation)")
     learning_rate: float = _f(1e-4, "peak learning rate of the pretrained body")
@@ -75,7 +75,7 @@ class TrainArgs:
     warmup_ratio: float = _f(0.06, "share of the steps spent warming the learning rate up linearly")
     max_grad_norm: float = _f(1.0, "gradient clipping norm (0 disables)")
     grad_accumulation: int = _f(1, "batches accumulated per optimizer step")
-    label_smoothing: float = _f(0.0, "label smoothing for single-label cross-entropy")
+    label_smoothing: float = _f(0.1, "label smoothing for single-label cross-entropy (0.1 measured +0.5 points on Banking77, see docs/results.md)")
     class_weights: bool = _f(False, "weight the loss by inverse class frequency (imbalanced data)")
     seed: int = _f(42, "seed for splits, shuffling, initialisation and dropout")
     precision: str = _f("auto", "auto | fp32 | fp16 | bf16 (auto: bf16+TF32 on Ampere and newer, fp16 on Volta/Turing, fp32 on CPU)")

@@ -109,7 +109,11 @@ def read_texts(path: str | os.PathLike, limit: int = PARITY_MAX_TEXTS) -> list[s
     return texts
 
 
-def default_parity_texts() -> tuple[list[str], str]:
+def default_parity_texts(model_dir: Path | None = None) -> tuple[list[str], str]:
+    """In-domain texts when the model's training data is still where training_config.yaml says
+    (test, then validation, then train), else the demo test set, else built-in sentences."""
+    for texts, source in _training_data_texts(model_dir):
+        return texts, source
     demo = Path(__file__).parent / "demo_data" / "test.csv"
     if demo.is_file():
         try:
@@ -117,6 +121,35 @@ def default_parity_texts() -> tuple[list[str], str]:
         except UserError:
             pass
     return list(BUILTIN_SENTENCES), "built-in sentences"
+
+
+def _training_data_texts(model_dir: Path | None):
+    """Yields at most one (texts, source): out-of-domain texts sit near decision boundaries and
+    understate int8 agreement, so the model's own data is the better parity sample."""
+    from acceltune.modeldir import TRAINING_CONFIG_FILE
+
+    cfg_path = Path(model_dir) / TRAINING_CONFIG_FILE if model_dir else None
+    if cfg_path is None or not cfg_path.is_file():
+        return
+    import yaml
+
+    from acceltune.data import load_texts
+
+    data = (yaml.safe_load(cfg_path.read_text()) or {}).get("data", {})
+    for key in ("test", "validation", "train"):
+        path = data.get(key)
+        if not path or not Path(path).exists():
+            continue
+        try:
+            texts, _, _ = load_texts(path, data.get("text_column"), None, delimiter=data.get("delimiter"),
+                                     encoding=data.get("encoding") or "utf-8", column_names=data.get("column_names"))
+        except UserError:
+            continue
+        if len(texts) > PARITY_MAX_TEXTS:
+            idx = np.linspace(0, len(texts) - 1, PARITY_MAX_TEXTS).round().astype(int)
+            texts = [texts[i] for i in idx]
+        yield list(texts), str(path)
+        return
 
 
 def _check_output(model_dir: Path, output: Path, overwrite: bool) -> None:
@@ -404,7 +437,7 @@ def export_model(model_dir: str | os.PathLike, output: str | os.PathLike, format
     if parity_data or calibration_data:
         texts, source = read_texts(parity_data or calibration_data), str(parity_data or calibration_data)
     else:
-        texts, source = default_parity_texts()
+        texts, source = default_parity_texts(model_dir)
 
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer

@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "parity check (int8 uses dynamic quantization, which needs no calibration: static calibration "
                         "measured worse, see docs/benchmarks_inference.md)")
     p.add_argument("--parity-data", default=None, metavar="FILE",
-                   help="texts for the parity check (default: --calibration-data, else the demo test set, else built-in sentences)")
+                   help="texts for the parity check (default: --calibration-data, else the test/validation/train file named in the model's training_config.yaml, else the demo test set)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
 
 
