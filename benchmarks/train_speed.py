@@ -224,7 +224,6 @@ class CountingCollator:
 
 def trainer_worker(args, best: bool) -> dict:
     import numpy as np
-    import torch
     from datasets import Dataset
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
                               TrainingArguments)

@@ -134,3 +134,30 @@ def test_multi_label_and_class_weights(tmp_path, tiny_model_dir):
     info = json.loads((tmp_path / "run" / "acceltune.json").read_text())
     assert info["multi_label"] is True and info["labels"] == ["billing", "shipping", "urgent"]
     assert "hamming_accuracy" in result.metrics["test"]
+
+
+def test_sentence_pair_task_trains_and_predicts_pairs(tmp_path, tiny_model_dir):
+    import csv
+
+    path = tmp_path / "pairs.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["premise", "hypothesis", "label"])
+        for i in range(30):
+            w.writerow([f"the order {i} arrived", f"order {i} is here" if i % 2 else f"order {i} is lost",
+                        "entails" if i % 2 else "contradicts"])
+    cfg = TrainConfig(data=DataArgs(train=str(path), text_column="premise", text_pair_column="hypothesis",
+                                    validation_fraction=0.2, test_fraction=0.2),
+                      model=ModelArgs(model=str(tiny_model_dir), max_length=32),
+                      train=TrainArgs(output_dir=str(tmp_path / "run"), batch_size=4, max_steps=3))
+    train(cfg, quiet=True)
+    from acceltune.inference import Predictor
+
+    p = Predictor(tmp_path / "run")
+    assert p.info.text_pair is True
+    out = p.predict(["the order 1 arrived"], ["order 1 is here"])
+    assert out[0]["label"] in ("contradicts", "entails")
+    from acceltune.errors import UserError
+
+    with pytest.raises(UserError):
+        p.predict(["the order 1 arrived"])  # a pair model needs the second text

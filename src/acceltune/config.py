@@ -78,7 +78,7 @@ class TrainArgs:
     label_smoothing: float = _f(0.1, "label smoothing for single-label cross-entropy (0.1 measured +0.5 points on Banking77, see docs/results.md)")
     class_weights: bool = _f(False, "weight the loss by inverse class frequency (imbalanced data)")
     seed: int = _f(42, "seed for splits, shuffling, initialisation and dropout")
-    precision: str = _f("auto", "auto | fp32 | fp16 | bf16 (auto: bf16+TF32 on Ampere and newer, fp16 on Volta/Turing, fp32 on CPU)")
+    precision: str = _f("auto", "auto | fp32 | fp16 | bf16 (auto: bf16+TF32 on Ampere and newer, fp16 with loss scaling on Volta/Turing, bf16 autocast on CPUs with AVX-512 BF16 or AMX, else fp32)")
     device: str = _f("auto", "auto | cpu | cuda | cuda:N")
     group_by_length: bool = _f(True, "batch examples of similar length together (less padding), shuffled between buckets")
     eval_every: int = _f(0, "evaluate every N optimizer steps (0: at the end of each epoch)")

@@ -7,12 +7,10 @@ Mixed precision is a no-op when off (accelerate's autocast and GradScaler), not 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import shutil
 import signal
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
