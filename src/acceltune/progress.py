@@ -68,8 +68,8 @@ class RunLogger:
             self.progress.start()
 
     def note(self, text: str) -> None:
-        if self.is_main:
-            self.console.print(text)
+        if self.is_main:  # soft wrap: no newlines inserted into paths and numbers (logs get grepped)
+            self.console.print(text, soft_wrap=True, highlight=False, markup=False)
 
     def log(self, record: dict) -> None:
         if not self.is_main:
