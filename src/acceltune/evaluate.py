@@ -144,4 +144,6 @@ def write_metrics(path: Path, metrics: dict) -> None:
 
 
 def _fmt(v) -> str:
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
+    if isinstance(v, float):
+        return f"{v:.1f}" if abs(v) >= 10 else f"{v:.4f}"  # times and rates vs scores in [0, 1]
+    return str(v)
