@@ -40,8 +40,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # ONNX Runtime threads: all cores but one, which the event loop (HTTP) needs; ACCELTUNE_THREADS overrides.
-    os.environ.setdefault("ACCELTUNE_THREADS", str(max(1, _usable_cpus() - 1)))
+    # ONNX Runtime threads: every usable core (ACCELTUNE_THREADS overrides). Measured on 2 cores with an
+    # idle machine: 2 threads gave 861 req/s (1 message) and 1,054 msg/s (32 per request) against 609 and
+    # 562 with 1 thread left to the event loop: the batcher keeps inference in bursts, so the cores are shared.
+    os.environ.setdefault("ACCELTUNE_THREADS", str(_usable_cpus()))
     try:
         import uvicorn
     except ImportError:
