@@ -10,7 +10,7 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto", help="auto | torch | onnx | tensorrt (auto: from the directory's format)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--precision", default="auto", help="torch backend only: auto | fp32 | fp16 | bf16")
-    parser.add_argument("--max-batch-tokens", type=int, default=8192, help="padded tokens per inference batch")
+    parser.add_argument("--max-batch-tokens", type=int, default=None, help="padded tokens per inference batch (default: 512 on CPU, 8192 on GPU)")
     parser.add_argument("--text-column", default=None, help="column with the text (default: auto-detected)")
     parser.add_argument("--text-pair-column", default=None, help="second text column, for pair models")
     parser.add_argument("--delimiter", default=None, help="field separator of delimited text input")
