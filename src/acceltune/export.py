@@ -6,7 +6,7 @@ records the file, quantization, opset and the graph optimisation applied). Nothi
 the output until the export passed its parity check: the work happens in a temporary directory
 beside the output, which is renamed into place at the end.
 
-How the ONNX graph is made (measured choices, see docs/benchmarks_inference.md):
+How the ONNX graph is made (measured choices, see docs/benchmarks.md):
 
 * ``torch.onnx.export(dynamo=True)`` with dynamic batch and sequence axes. The TorchScript exporter
   (dynamo=False) silently bakes the example's mask and length into transformers 5 models (logit
@@ -341,7 +341,7 @@ def _optimize(src: Path, dst: Path, config, encoder: bool) -> dict:
 def _quantize_int8(src: Path, dst: Path) -> dict:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    # Measured on MiniLM-L6 / Banking77 (docs/benchmarks_inference.md): per-channel weights agree more
+    # Measured on MiniLM-L6 / Banking77 (docs/benchmarks.md): per-channel weights agree more
     # often with fp32 at the same speed; reduce_range (7-bit weights, for CPUs without VNNI) loses
     # accuracy on VNNI/AMX CPUs; quantizing the fused Attention (QAttention) beats MatMul-only;
     # int8 embedding tables (Gather) cut the file from 56 to 22 MB at no measurable agreement cost.

@@ -1,7 +1,7 @@
 """ONNX Runtime backend for directories written by `acceltune export --format onnx` (fp32 or int8).
 
 CPU: one intra-op thread per usable core (ACCELTUNE_THREADS overrides), sequential execution,
-all graph optimisations, spinning threads (lowest latency; see docs/benchmarks_inference.md).
+all graph optimisations, spinning threads (lowest latency; see docs/benchmarks.md).
 CUDA: the CUDA execution provider when onnxruntime-gpu is installed and a GPU is visible.
 """
 

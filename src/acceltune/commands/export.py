@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration-data", default=None, metavar="FILE",
                    help="sample texts (CSV 'text' column, JSONL or one per line) from the model's domain; used for the "
                         "parity check (int8 uses dynamic quantization, which needs no calibration: static calibration "
-                        "measured worse, see docs/benchmarks_inference.md)")
+                        "measured worse, see docs/benchmarks.md)")
     p.add_argument("--parity-data", default=None, metavar="FILE",
                    help="texts for the parity check (default: --calibration-data, else the test/validation/train file named in the model's training_config.yaml, else the demo test set)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")

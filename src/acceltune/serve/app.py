@@ -31,7 +31,7 @@ from acceltune.serve.settings import ServeSettings
 log = logging.getLogger("acceltune.serve")
 
 #: On CPU, ONNX Runtime's cost is about linear in padded tokens: calls of ~256 tokens, cut from
-#: length-sorted inputs, waste least on padding (measured: benchmarks/serve_load.py, docs/benchmarks_serving.md).
+#: length-sorted inputs, waste least on padding (measured: benchmarks/serve_load.py, docs/benchmarks.md).
 CPU_BATCH_TOKENS = 256
 
 PredictorFactory = Callable[[ServeSettings], "object"]
