@@ -103,10 +103,15 @@ def read_texts(path: str | os.PathLike, limit: int = PARITY_MAX_TEXTS) -> list[s
         raise UserError(f"cannot read texts from {p} ({e.__class__.__name__}: {e})") from None
     if not texts:
         raise UserError(f"{p} holds no texts")
-    if len(texts) > limit:  # an even spread over the file, not just its head
-        idx = np.linspace(0, len(texts) - 1, limit).round().astype(int)
-        texts = [texts[i] for i in idx]
-    return texts
+    return spread(texts, limit)
+
+
+def spread(texts: Sequence[str], limit: int = PARITY_MAX_TEXTS) -> list[str]:
+    """At most `limit` texts evenly spread over the input, not just its head."""
+    if len(texts) <= limit:
+        return list(texts)
+    idx = np.linspace(0, len(texts) - 1, limit).round().astype(int)
+    return [texts[i] for i in idx]
 
 
 def default_parity_texts(model_dir: Path | None = None) -> tuple[list[str], str]:
@@ -145,10 +150,7 @@ def _training_data_texts(model_dir: Path | None):
                                      encoding=data.get("encoding") or "utf-8", column_names=data.get("column_names"))
         except UserError:
             continue
-        if len(texts) > PARITY_MAX_TEXTS:
-            idx = np.linspace(0, len(texts) - 1, PARITY_MAX_TEXTS).round().astype(int)
-            texts = [texts[i] for i in idx]
-        yield list(texts), str(path)
+        yield spread(texts), str(path)
         return
 
 

@@ -10,13 +10,12 @@ Asking for what the machine cannot do is a UserError, never a silent fallback.
 
 from __future__ import annotations
 
-import os
 import platform
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 
+from acceltune.cpu import cpu_flags, cpu_has_bf16, cpu_model_name, usable_cpu_count  # noqa: F401 (re-exported)
 from acceltune.errors import UserError
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -93,41 +92,6 @@ def apply_precision_flags(precision: Precision) -> None:
     if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = precision.tf32
         torch.backends.cudnn.allow_tf32 = precision.tf32
-
-
-@lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-def cpu_has_bf16() -> bool:
-    flags = cpu_flags()
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def cpu_model_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def usable_cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def machine_report(device: str = "auto", precision: str = "auto") -> dict:

@@ -14,6 +14,8 @@ from typing import Sequence
 import numpy as np
 
 from acceltune.backends import load_backend
+from acceltune.batching import eval_batches
+from acceltune.evaluate import probabilities
 from acceltune.errors import UserError
 from acceltune.modeldir import ModelInfo
 
@@ -84,14 +86,7 @@ class Predictor:
 
     def batches(self, lengths: Sequence[int]) -> list[np.ndarray]:
         """Index batches, longest first, each within the token budget (padded tokens counted)."""
-        order = np.argsort(-np.asarray(lengths), kind="stable")
-        out, start = [], 0
-        while start < len(order):
-            longest = max(lengths[order[start]], 1)
-            size = max(1, min(self.max_batch_size, self.max_batch_tokens // longest))
-            out.append(order[start:start + size])
-            start += size
-        return out
+        return eval_batches(lengths, self.max_batch_tokens, self.max_batch_size)
 
     def pad(self, encoded: Encoded, idx: np.ndarray) -> dict[str, np.ndarray]:
         all_lengths = encoded.lengths
@@ -129,11 +124,7 @@ class Predictor:
         return out, encoded.truncated
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        if self.info.multi_label:
-            return 1.0 / (1.0 + np.exp(-logits))
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        e = np.exp(shifted)
-        return e / e.sum(axis=1, keepdims=True)
+        return probabilities(logits, self.info.multi_label)
 
     def predict(self, texts: Sequence[str], pairs: Sequence[str] | None = None, top_k: int = 1) -> list[dict]:
         """One result per input: label, score, top_k [{label, score}], truncated; multi-label adds labels."""

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from acceltune.backends.base import Backend
+from acceltune.cpu import usable_cpu_count
 from acceltune.errors import UserError
 from acceltune.modeldir import ModelInfo
 
@@ -33,14 +34,6 @@ def default_threads() -> int:
         except ValueError:
             raise UserError(f"ACCELTUNE_THREADS={env!r} is not a number of threads") from None
     return usable_cpu_count()
-
-
-def usable_cpu_count() -> int:
-    """Cores this process may run on (affinity-aware); kept here so the ONNX path never imports torch."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def cpu_session_options(threads: int | None = None, spinning: bool = True):

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 
+from acceltune.cpu import usable_cpu_count
 from acceltune.errors import UserError
 
 
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     # ONNX Runtime threads: every usable core (ACCELTUNE_THREADS overrides). Measured on 2 cores with an
     # idle machine: 2 threads gave 861 req/s (1 message) and 1,054 msg/s (32 per request) against 609 and
     # 562 with 1 thread left to the event loop: the batcher keeps inference in bursts, so the cores are shared.
-    os.environ.setdefault("ACCELTUNE_THREADS", str(_usable_cpus()))
+    os.environ.setdefault("ACCELTUNE_THREADS", str(usable_cpu_count()))
     try:
         import uvicorn
     except ImportError:
@@ -107,10 +108,3 @@ def _server_class():
 
 def _Server(config, app):  # noqa: N802 - a factory so that importing this module does not import uvicorn
     return _server_class()(config, app)
-
-
-def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
