@@ -67,6 +67,15 @@ def test_existing_output_is_not_overwritten(capsys, tmp_path, data_csv):
     assert (out / "precious.txt").read_text() == "keep me"
 
 
+def test_overwrite_refuses_a_directory_that_is_not_a_run(capsys, tmp_path, data_csv):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    assert_user_error(capsys, ["train", "--train", str(data_csv), "--output-dir", str(out), "--overwrite"],
+                      "refuses to delete")
+    assert (out / "thesis.tex").read_text() == "years of work"
+
+
 def test_resume_without_checkpoint(capsys, tmp_path, data_csv):
     assert_user_error(capsys, ["train", "--train", str(data_csv), "--output-dir", str(tmp_path / "o"), "--resume"], "--resume")
 

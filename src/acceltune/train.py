@@ -74,6 +74,10 @@ class StopFlag:
             signal.signal(sig, handler)
 
 
+#: Files only an acceltune run leaves: --overwrite deletes a directory only when one is there.
+RUN_MARKERS = (TRAINING_CONFIG_FILE, "checkpoints", "log.jsonl")
+
+
 def prepare_output_dir(args, is_main: bool) -> Path:
     out = Path(args.output_dir or f"runs/{datetime.now():%Y%m%d-%H%M%S}")
     if args.resume:
@@ -83,6 +87,9 @@ def prepare_output_dir(args, is_main: bool) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not args.overwrite:
             raise UserError(f"output directory {out} already exists and is not empty: pass --overwrite to replace it, --resume to continue it, or another --output-dir")
+        if not out.is_dir() or not any((out / marker).exists() for marker in RUN_MARKERS):
+            # --overwrite replaces an earlier run, never an arbitrary directory given by mistake (".", $HOME).
+            raise UserError(f"--overwrite refuses to delete {out}: it does not look like an acceltune run (no {', '.join(RUN_MARKERS)}); remove it yourself or choose another --output-dir")
         if is_main:
             shutil.rmtree(out) if out.is_dir() else out.unlink()
     return out
