@@ -35,7 +35,6 @@ def packaged_tokenizer_dir() -> Path:
 def make_tiny_bert_dir(path: str | os.PathLike, labels: list[str] | None = None, max_length: int = 64,
                        seed: int = 0, multi_label: bool = False) -> Path:
     """A tiny random BERT classifier as an acceltune model directory (usable outside fixtures too)."""
-    import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     from acceltune.modeldir import ModelInfo
@@ -50,21 +49,28 @@ def make_tiny_bert_dir(path: str | os.PathLike, labels: list[str] | None = None,
         id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)},
         problem_type="multi_label_classification" if multi_label else "single_label_classification",
     )
+    return _save_tiny(BertForSequenceClassification, cfg, "classifier", tok, path,
+                      ModelInfo(labels=labels, max_length=max_length, multi_label=multi_label), seed)
+
+
+def _save_tiny(model_class, cfg, head: str, tok, path: Path, info, seed: int) -> Path:
+    """Initialise with `seed`, widen the head, save model, tokenizer and acceltune.json into `path`."""
+    import torch
+
     torch.manual_seed(seed)
-    model = BertForSequenceClassification(cfg).eval()
-    # Random init gives near-uniform logits; widen the classifier so labels differ clearly.
+    model = model_class(cfg).eval()
+    # Random init gives near-uniform logits; widen the head so labels differ clearly.
     with torch.no_grad():
-        model.classifier.weight.mul_(20.0)
+        getattr(model, head).weight.mul_(20.0)
     model.save_pretrained(path)
     tok.save_pretrained(path)
-    ModelInfo(labels=labels, max_length=max_length, multi_label=multi_label).save(path)
+    info.save(path)
     return path
 
 
 def make_tiny_gpt2_dir(path: str | os.PathLike, labels: list[str] | None = None, max_length: int = 64,
                        seed: int = 0) -> Path:
     """A tiny random GPT-2 classifier (pad token = eos), with a small byte-level BPE tokenizer."""
-    import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import GPT2Config, GPT2ForSequenceClassification, PreTrainedTokenizerFast
 
@@ -86,14 +92,8 @@ def make_tiny_gpt2_dir(path: str | os.PathLike, labels: list[str] | None = None,
     cfg = GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=max(128, max_length), vocab_size=len(tok),
                      num_labels=len(labels), id2label=dict(enumerate(labels)),
                      label2id={l: i for i, l in enumerate(labels)}, pad_token_id=tok.pad_token_id)
-    torch.manual_seed(seed)
-    model = GPT2ForSequenceClassification(cfg).eval()
-    with torch.no_grad():
-        model.score.weight.mul_(20.0)
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    ModelInfo(labels=labels, max_length=max_length).save(path)
-    return path
+    return _save_tiny(GPT2ForSequenceClassification, cfg, "score", tok, path,
+                      ModelInfo(labels=labels, max_length=max_length), seed)
 
 
 @pytest.fixture(scope="session")

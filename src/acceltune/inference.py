@@ -43,8 +43,8 @@ CPU_BATCH_TOKENS = 512
 GPU_BATCH_TOKENS = 8192
 
 
-def default_batch_tokens(backend) -> int:
-    return GPU_BATCH_TOKENS if "cuda" in str(backend.describe().get("device", "cpu")) else CPU_BATCH_TOKENS
+def default_batch_tokens(backend, cpu_tokens: int = CPU_BATCH_TOKENS) -> int:
+    return GPU_BATCH_TOKENS if "cuda" in str(backend.describe().get("device", "cpu")) else cpu_tokens
 
 
 class Predictor:

@@ -38,14 +38,10 @@ PredictorFactory = Callable[[ServeSettings], "object"]
 
 
 def default_predictor_factory(settings: ServeSettings):
-    from acceltune.inference import Predictor
+    from acceltune.inference import Predictor, default_batch_tokens
 
     predictor = Predictor(settings.model_dir, backend=settings.backend, device=settings.device)
-    tokens = settings.max_batch_tokens
-    if tokens is None:
-        device = str(predictor.backend.describe().get("device", "cpu"))
-        tokens = CPU_BATCH_TOKENS if device == "cpu" else predictor.max_batch_tokens
-    predictor.max_batch_tokens = tokens
+    predictor.max_batch_tokens = settings.max_batch_tokens or default_batch_tokens(predictor.backend, CPU_BATCH_TOKENS)
     return predictor
 
 
