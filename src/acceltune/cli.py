@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from acceltune.errors import UserError
+from acceltune.errors import USER_ERROR_PREFIX, UserError
 
 # name -> (module, one-line help). The only place commands are listed.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             args = parser.parse_args(argv)
         return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
     except UserError as e:
-        print(f"acceltune: error: {e}", file=sys.stderr)
+        print(f"{USER_ERROR_PREFIX}{e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("acceltune: interrupted", file=sys.stderr)

@@ -33,7 +33,7 @@ from datetime import datetime
 from pathlib import Path
 
 from acceltune.config import TrainConfig, config_fields
-from acceltune.errors import UserError
+from acceltune.errors import USER_ERROR_PREFIX, UserError
 
 LAUNCHER_FIELDS = ("nproc_per_node", "nnodes", "node_rank", "master_addr", "master_port")
 """Flags for the launcher only: children get --nproc-per-node 1 and the defaults for the rest."""
@@ -41,7 +41,6 @@ LAUNCHER_FIELDS = ("nproc_per_node", "nnodes", "node_rank", "master_addr", "mast
 SHUTDOWN_TIMEOUT_S = 60
 """After a signal or a failed process, how long the others get to finish (e.g. write their checkpoint) before SIGKILL."""
 
-USER_ERROR_PREFIX = "acceltune: error: "
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
