@@ -1,21 +1,24 @@
 """Training from a CSV larger than memory: bounded RSS, time to first step, throughput.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/big_data.py [--size-gb 3.5] [--max-steps 300] \
-        [--work-dir /tmp/acceltune-bigdata] [--keep] [--threads 2] [-- extra acceltune train flags]
+        [--tokenize auto|upfront|lazy] [--work-dir /tmp/acceltune-bigdata] [--keep] [--threads 2] \
+        [-- extra acceltune train flags]
 
 1. Generates --size-gb of Banking77-like messages (columns text,category) into --work-dir (never
    into the repository): every training message of Banking77 many times over, each copy varied
    (a prefix and/or suffix phrase from a small list, random casing of the first letter, a random
    amount or number of days substituted for digits), in shuffled blocks.
 2. Trains from it with the CLI (`acceltune train --train BIG.csv --validation/--test
-   banking77/test.csv --max-steps N`) in a child process, with HF_DATASETS_CACHE inside --work-dir,
-   sampling the child's anonymous and file-backed RSS every 0.5 s (/proc/PID/status RssAnon,
-   RssFile); ru_maxrss (os.wait4) is reported too but counts the memory-mapped Arrow pages, which
-   are page cache the kernel drops under pressure, not memory the process holds.
-3. Prints ONE JSON line: file size, rows, generation time, time to the first optimizer step
-   (loading, validation, indexing, tokenization: everything before training), the RSS timeline's
-   peak per phase, training throughput, datasets-cache size on disk, peak RSS and its share of the
-   file size.
+   banking77/test.csv --max-steps N --log-every 1 [--tokenize MODE]`) in a child process, with
+   HF_DATASETS_CACHE inside --work-dir, sampling the child's anonymous and file-backed RSS every
+   0.5 s (/proc/PID/status RssAnon, RssFile); ru_maxrss (os.wait4) is reported too but counts the
+   memory-mapped Arrow pages, which are page cache the kernel drops under pressure, not memory the
+   process holds.
+3. Prints ONE JSON line: file size, rows, generation time, time to the end of the first optimizer
+   step (the first training log record's time: loading, validation, indexing, up-front tokenization,
+   the sampler's first epoch, the first batch's fetch and step), the tokenization mode the run used
+   (`metrics.json`'s "tokenize"), the RSS timeline's peak per phase, training throughput,
+   datasets-cache size on disk, peak RSS and its share of the file size.
 4. Deletes the generated file and the cache (unless --keep).
 """
 
@@ -101,6 +104,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-gb", type=float, default=3.5)
     ap.add_argument("--max-steps", type=int, default=300)
+    ap.add_argument("--tokenize", choices=("auto", "upfront", "lazy"), default=None,
+                    help="acceltune train --tokenize (default: acceltune's own, auto)")
     ap.add_argument("--work-dir", default="/tmp/acceltune-bigdata")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
@@ -108,6 +113,8 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="reuse an existing generated file of the same size")
     ap.add_argument("extra", nargs="*", help="extra `acceltune train` flags (after --)")
     args = ap.parse_args()
+    if any(a.startswith("--log-every") for a in args.extra):
+        ap.error("--log-every is fixed at 1: the first log record times the first step")
     work = Path(args.work_dir)
     if work.resolve().is_relative_to(ROOT.resolve()):
         raise SystemExit("--work-dir must be outside the repository")
@@ -133,8 +140,9 @@ def main() -> None:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(cache), "TOKENIZERS_PARALLELISM": "true",
                "OMP_NUM_THREADS": str(threads)}
         cmd = [sys.executable, "-m", "acceltune", "train", "--train", str(big), "--validation", str(DATA / "test.csv"),
-               "--test", str(DATA / "test.csv"), "--max-steps", str(args.max_steps), "--log-every", "10",
-               "--output-dir", str(out_dir), "--overwrite", *args.extra]
+               "--test", str(DATA / "test.csv"), "--max-steps", str(args.max_steps), "--log-every", "1",
+               "--output-dir", str(out_dir), "--overwrite", *(["--tokenize", args.tokenize] if args.tokenize else []),
+               *args.extra]
         log(" ".join(cmd))
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -173,13 +181,14 @@ def main() -> None:
         metrics = json.loads((out_dir / "metrics.json").read_text())
         start_epoch = time.time() - (time.perf_counter() - t0)  # wall clock at t0
         first = train_recs[0]
-        step_s = 32 / first["samples_per_second"]  # the first window: log_every steps at this rate
-        first_step_s = first["time"] - start_epoch - first["step"] * step_s
+        # Logged when step 1 has finished (--log-every 1): everything before training plus the first
+        # batch (its tokenization, when lazy) and step, not only the time before the loop starts.
+        first_step_s = first["time"] - start_epoch
         loading = [a for t, a, _ in timeline if t <= first_step_s]
         training = [a for t, a, _ in timeline if t > first_step_s]
         result.update(
             exit_code=rc, wall_s=round(wall, 1), cpu_s=round(usage.ru_utime + usage.ru_stime, 1),
-            time_to_first_step_s=round(first_step_s, 1),
+            time_to_first_step_s=round(first_step_s, 1), tokenize=metrics.get("tokenize"),
             train_samples_per_s=metrics["train_samples_per_second"], precision=metrics["precision"],
             train_examples=metrics["train_examples"], max_length=metrics["max_length"],
             test_accuracy=round(metrics["test"]["accuracy"], 4),

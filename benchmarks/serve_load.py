@@ -9,8 +9,11 @@ one, else it is skipped). Messages are Banking77 test texts. Needs `wrk` (apt-ge
 Python load generator on the same cores would measure itself.
 
 Scenarios (each a fresh server): ``batching`` (dynamic batching), ``nobatch`` (--max-batch-size 1),
-``baseline`` (pipeline server), each with 1 and 32 messages per request, and ``overload``: the
-batching server at 4x the connections. Status counts come from the server's /metrics (exact; wrk
+``baseline`` (pipeline server), each with 1 and 32 messages per request; ``overload``: the batching
+server offered 4x the sustainable request rate (the ``batching`` run's), paced over 1,024 connections
+(wrk's ``delay()``: each connection waits connections/rate between requests); ``overload_closed``: 4x
+the connections, unpaced (a closed loop: by Little's law its latency is connections / throughput,
+whatever the server does, so it shows saturation, not the cost of a rejection). Status counts come from the server's /metrics (exact; wrk
 only counts non-2xx); in the overload run a sequential probe client measures the latency of
 rejections (wrk's histogram mixes 200s and 429s). Prints one JSON line per scenario, then a
 summary line with the ratios and the targets.
@@ -54,6 +57,7 @@ request = function()
   idx = idx %% #reqs + 1
   return reqs[idx]
 end
+%(delay)s
 done = function(summary, latency, requests)
   local f = io.open("%(out)s", "w")
   f:write(string.format('{"requests": %%d, "duration_us": %%d, "non2xx": %%d, "connect_errors": %%d, ' ..
@@ -72,7 +76,8 @@ def load_messages(n: int = 3080) -> list[str]:
         return [row["text"] for row in csv.DictReader(f)][:n]
 
 
-def write_lua(path: Path, messages: list[str], per_request: int, out: Path, api_key: str | None) -> None:
+def write_lua(path: Path, messages: list[str], per_request: int, out: Path, api_key: str | None,
+              delay_ms: float | None = None) -> None:
     bodies = []
     for i in range(0, len(messages) - per_request + 1, per_request):
         chunk = messages[i:i + per_request]
@@ -82,7 +87,9 @@ def write_lua(path: Path, messages: list[str], per_request: int, out: Path, api_
         if len(bodies) >= 1000:
             break
     auth = f', ["Authorization"] = "Bearer {api_key}"' if api_key else ""
-    path.write_text(LUA % {"bodies": ",\n".join(bodies), "auth": auth, "out": str(out)})
+    # wrk waits delay() ms after each response before a connection's next request: a paced load.
+    delay = f"delay = function() return {delay_ms:.0f} end" if delay_ms else ""
+    path.write_text(LUA % {"bodies": ",\n".join(bodies), "auth": auth, "out": str(out), "delay": delay})
 
 
 def free_port() -> int:
@@ -166,13 +173,13 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def scenario(name: str, server_cmd: list[str], port: int, messages: list[str], per_request: int, connections: int,
              duration: float, warmup: float, threads: int, api_key: str | None, acceltune: bool, probe: bool,
-             env: dict, workdir: Path) -> dict:
+             env: dict, workdir: Path, delay_ms: float | None = None) -> dict:
     proc = subprocess.Popen(server_cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(workdir / f"{name}.log", "w"),
                             start_new_session=True)
     try:
         wait_ready(port, proc)
         lua, out = workdir / f"{name}.lua", workdir / f"{name}.json"
-        write_lua(lua, messages, per_request, out, api_key)
+        write_lua(lua, messages, per_request, out, api_key, delay_ms)
         if warmup > 0:
             run_wrk(port, lua, connections, warmup, threads, out)
         before = status_counts(port) if acceltune else {}
@@ -233,18 +240,25 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=15.0, help="seconds per measured run")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds of unmeasured load first")
     p.add_argument("--connections", type=int, default=64)
-    p.add_argument("--overload-factor", type=int, default=4)
+    p.add_argument("--overload-factor", type=float, default=4.0, help="overload: this many times the sustainable request rate")
+    p.add_argument("--overload-connections", type=int, default=1024,
+                   help="connections that share the paced overload (each waits connections/rate between its requests)")
+    p.add_argument("--sustainable-rps", type=float, help="the sustainable rate for overload (default: the batching run's)")
     p.add_argument("--threads", type=int, default=1, help="wrk threads")
     p.add_argument("--max-batch-size", type=int, default=64)
     p.add_argument("--max-wait-ms", type=float, default=2.0)
     p.add_argument("--max-queue", type=int, default=128,
                    help="for the 1-message and overload runs (about 150 ms of work at the measured rate)")
     p.add_argument("--max-queue-32", type=int, default=4096, help="for the 32-message runs (64 x 32 in flight)")
-    p.add_argument("--scenarios", default="batching,nobatch,baseline,batching32,nobatch32,baseline32,overload")
+    p.add_argument("--scenarios", default="batching,nobatch,baseline,batching32,nobatch32,baseline32,overload,overload_closed")
     p.add_argument("--server-arg", action="append", default=[], help="extra `acceltune serve` argument (repeatable)")
     args = p.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install -y wrk")
+    import resource  # the paced overload holds ~1,000 sockets in wrk and in the server (children inherit the limit)
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else max(soft, 65536), hard))
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     messages = load_messages()
     baseline_model = args.baseline_model
@@ -259,7 +273,15 @@ def main() -> int:
             port = free_port()
             per_request = 32 if name.endswith("32") else 1
             base = name.removesuffix("32")
-            connections = args.connections * (args.overload_factor if base == "overload" else 1)
+            connections, delay_ms = args.connections, None
+            if base == "overload_closed":
+                connections = args.connections * args.overload_factor
+            elif base == "overload":  # paced: overload_factor x the sustainable request rate, offered by many connections
+                sustainable = args.sustainable_rps or (results["batching"]["ok_requests_per_s"] if "batching" in results else None)
+                if not sustainable:
+                    raise SystemExit("overload needs the batching scenario first, or --sustainable-rps")
+                connections = args.overload_connections
+                delay_ms = connections * 1000.0 / (args.overload_factor * sustainable)
             if base == "baseline":
                 if not baseline_model:
                     print(json.dumps({"scenario": name, "skipped": "no --baseline-model"}), flush=True)
@@ -273,7 +295,13 @@ def main() -> int:
                        "--max-wait-ms", str(args.max_wait_ms), "--max-queue", str(queue),
                        "--max-inputs", str(min(256, queue)), *args.server_arg]
             results[name] = scenario(name, cmd, port, messages, per_request, connections, args.duration, args.warmup,
-                                     args.threads, None, base != "baseline", base == "overload", env, workdir)
+                                     args.threads, None, base != "baseline", base.startswith("overload"), env, workdir,
+                                     delay_ms)
+            if delay_ms:
+                results[name]["offered"] = {"sustainable_rps": sustainable, "target_rps": round(args.overload_factor * sustainable, 1),
+                                            "delay_ms": round(delay_ms, 1),
+                                            "achieved_vs_sustainable": round(results[name]["requests_per_s"] / sustainable, 2)}
+                print(json.dumps({"scenario": name, "offered": results[name]["offered"]}), flush=True)
     summary = {"summary": True}
 
     def rate(name, key="requests_per_s"):
@@ -299,7 +327,11 @@ def main() -> int:
         p99 = o["probe"]["rejection_latency_ms"]["p99"]
         summary["overload_status_counts"] = o["status_counts"]
         summary["overload_rejection_p99_ms"] = p99
-        summary["target_overload"] = not other and not o["socket_errors"] and p99 is not None and p99 <= 50
+        summary["overload_achieved_vs_sustainable"] = o["offered"]["achieved_vs_sustainable"]
+        summary["target_overload"] = (not other and not o["socket_errors"] and p99 is not None and p99 <= 50
+                                      and o["offered"]["achieved_vs_sustainable"] >= args.overload_factor * 0.95)
+    if "overload_closed" in results:
+        summary["overload_closed_rejection_p99_ms"] = results["overload_closed"]["probe"]["rejection_latency_ms"]["p99"]
     print(json.dumps(summary), flush=True)
     return 0
 

@@ -1,4 +1,4 @@
-"""The length-grouped sampler and the collator."""
+"""The length-grouped sampler, the collator and up-front vs per-batch tokenization."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from acceltune import batching
 from acceltune.batching import Collator, LengthGroupedSampler, choose_max_length, eval_batches
 
 
@@ -100,3 +101,77 @@ def test_collator_pads_to_the_longest_and_masks():
 def test_max_length_from_the_data():
     assert choose_max_length(np.array([10] * 99 + [300]), 512) == 16
     assert choose_max_length(np.array([1000] * 10), 512) == 512
+
+
+def _splits(tmp_path, pair: bool):
+    """Train split made from a CSV: it carries an indices mapping, as a real run's does."""
+    import csv
+
+    from helpers import write_labeled_csv
+
+    from acceltune.config import DataArgs
+    from acceltune.data import load_splits
+
+    path = write_labeled_csv(tmp_path / "train.csv", n_per_class=20)
+    if pair:  # a second text column: the row's words reversed
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["text", "pair", "label"])
+            w.writeheader()
+            w.writerows({**r, "pair": " ".join(reversed(r["text"].split()))} for r in rows)
+    splits = load_splits(DataArgs(train=str(path), text_pair_column="pair" if pair else None,
+                                  validation_fraction=0.2, test_fraction=0.2), seed=3)
+    assert splits.train._indices is not None
+    return splits
+
+
+@pytest.mark.parametrize("pair", [False, True])
+def test_lazy_and_upfront_tokenization_give_identical_batches(tmp_path, tiny_model_dir, pair):
+    from transformers import AutoTokenizer
+
+    splits = _splits(tmp_path, pair)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    max_length = 8  # below the longest rows: truncation is part of what must match
+    upfront = batching.BatchedArrowDataset(batching.tokenize(splits.train, tok, max_length, pair),
+                                           (*batching.TOKEN_COLUMNS, "labels"))
+    lazy = batching.LazyTokenizedDataset(splits.train, tok, max_length, pair)
+    idx = [7, 0, 3, 20, 3]
+    a, b = upfront.__getitems__(idx), lazy.__getitems__(idx)
+    assert a == b and set(b) == {"input_ids", "token_type_ids", "labels"}
+    assert max(len(x) for x in b["input_ids"]) == max_length
+    assert lazy[7] == {k: v[0] for k, v in a.items()}
+    # Through DataLoaders with one sampler; the lazy view in a worker process (the tokenizer travels with it).
+    sampler = LengthGroupedSampler(batching.text_lengths(splits.train, pair), batch_size=5, seed=1)
+    collator = Collator(tok.pad_token_id)
+    up_batches = list(batching.make_loader(upfront, sampler, collator))
+    lazy_batches = list(batching.make_loader(lazy, sampler, collator, num_workers=1))
+    assert len(up_batches) == len(lazy_batches) == len(sampler)
+    for x, y in zip(up_batches, lazy_batches):
+        assert x.keys() == y.keys()
+        for k in x:
+            assert torch.equal(x[k], y[k]), k
+
+
+def test_text_lengths_count_characters_in_mapped_order(tmp_path):
+    splits = _splits(tmp_path, pair=True)
+    rows = splits.train[:]
+    expected = [len(t) + len(p) for t, p in zip(rows["text"], rows["text_pair"])]
+    assert batching.text_lengths(splits.train, text_pair=True).tolist() == expected
+    assert batching.text_lengths(splits.train, text_pair=False).tolist() == [len(t) for t in rows["text"]]
+
+
+def test_auto_tokenizes_lazily_above_the_threshold(monkeypatch):
+    monkeypatch.setattr(batching, "LAZY_ABOVE_ROWS", 10)
+    assert batching.tokenize_lazily("auto", 11)
+    assert not batching.tokenize_lazily("auto", 10)
+    assert not batching.tokenize_lazily("upfront", 10**9)
+    assert batching.tokenize_lazily("lazy", 2)
+
+
+def test_tokenize_setting_is_validated():
+    from acceltune.config import DataArgs
+    from acceltune.errors import UserError
+
+    with pytest.raises(UserError, match="--tokenize must be auto, upfront or lazy, got 'eager'"):
+        DataArgs(tokenize="eager")

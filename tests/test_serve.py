@@ -200,16 +200,31 @@ def test_full_queue_answers_429_with_retry_after_at_once(tiny_model_dir, predict
             t0 = time.perf_counter()
             rejected = await c.post("/v1/classify", json={"inputs": "d"})
             elapsed = time.perf_counter() - t0
+            # Refused before its body is even parsed: a full server spends nothing on it.
+            unparsed = await c.post("/v1/classify", content=b"{not json")
             backend.gate.set()
-            return rejected, elapsed, await first, await second, c.app
+            return rejected, elapsed, unparsed, await first, await second, c.app
 
-    rejected, elapsed, first, second, app = asyncio.run(main())
+    rejected, elapsed, unparsed, first, second, app = asyncio.run(main())
     assert rejected.status_code == 429 and rejected.headers["retry-after"] == "1"
+    assert unparsed.status_code == 429
     err = rejected.json()["error"]
     assert err["type"] == "queue_full" and err["limit"] == "--max-queue" and err["max"] == 2
     assert elapsed < 1.0
     assert first.status_code == 200 and second.status_code == 200 and len(second.json()["results"]) == 2
-    assert sample(app, "acceltune_rejected_requests_total", {"reason": "queue_full"}) == 1
+    assert sample(app, "acceltune_rejected_requests_total", {"reason": "queue_full"}) == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="thread priorities need Linux")
+def test_inference_threads_run_at_lower_priority(tiny_model_dir, predictor):
+    async def main():
+        async with serving(settings(tiny_model_dir, inference_nice=5), predictor) as c:
+            worker = c.app.state.serve.batcher._thread.native_id
+            assert (await c.post("/v1/classify", json={"inputs": "a"})).status_code == 200
+            return os.getpriority(os.PRIO_PROCESS, worker)
+
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert asyncio.run(main()) == min(19, base + 5)
 
 
 def test_a_request_not_answered_in_time_gets_504(tiny_model_dir, predictor):

@@ -15,10 +15,11 @@ from acceltune.train import TrainingInterrupted, train
 from helpers import write_labeled_csv
 
 
-def tiny_config(data: Path, model: Path, out: Path, freeze_embeddings: bool = True, **train_kw) -> TrainConfig:
+def tiny_config(data: Path, model: Path, out: Path, freeze_embeddings: bool = True, tokenize: str = "auto",
+                **train_kw) -> TrainConfig:
     kw = dict(output_dir=str(out), batch_size=4, learning_rate=5e-4, max_steps=12, log_every=2, seed=7)
     kw.update(train_kw)
-    return TrainConfig(data=DataArgs(train=str(data), validation_fraction=0.2, test_fraction=0.2),
+    return TrainConfig(data=DataArgs(train=str(data), validation_fraction=0.2, test_fraction=0.2, tokenize=tokenize),
                        model=ModelArgs(model=str(model), max_length=32, freeze_embeddings=freeze_embeddings),
                        train=TrainArgs(**kw))
 
@@ -41,6 +42,7 @@ def test_train_writes_a_complete_model_directory(tmp_path, data_csv, tiny_model_
         assert key in metrics
     assert 0.0 <= metrics["test"]["accuracy"] <= 1.0 and "macro_f1" in metrics["test"]
     assert metrics["test"]["examples"] == 12
+    assert metrics["tokenize"] == "upfront"  # 36 training rows: far below --tokenize auto's threshold
     assert result.metrics["test"]["accuracy"] == metrics["test"]["accuracy"]
     # A standard Hugging Face directory: loads as it is, with the label names.
     from transformers import AutoModelForSequenceClassification
@@ -62,17 +64,17 @@ def test_training_learns_a_separable_task(tmp_path, data_csv, tiny_model_dir):
     assert result.metrics["test"]["accuracy"] >= 0.75
 
 
-@pytest.mark.parametrize("accumulation", [1, 2])
-def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path, data_csv, tiny_model_dir, accumulation):
+@pytest.mark.parametrize("accumulation,tokenize", [(1, "upfront"), (2, "upfront"), (1, "lazy")])
+def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path, data_csv, tiny_model_dir, accumulation, tokenize):
     # 36 training examples / batch 4 = 9 batches per epoch: the interruption lands mid-epoch, the run spans epochs.
     common = dict(max_steps=14 if accumulation == 1 else 8, save_every=5, eval_every=4, grad_accumulation=accumulation)
     full = tmp_path / "full"
-    train(tiny_config(data_csv, tiny_model_dir, full, **common), quiet=True)
+    train(tiny_config(data_csv, tiny_model_dir, full, tokenize=tokenize, **common), quiet=True)
     part = tmp_path / "part"
     with pytest.raises(TrainingInterrupted):
-        train(tiny_config(data_csv, tiny_model_dir, part, **common), stop_after_steps=3, quiet=True)
+        train(tiny_config(data_csv, tiny_model_dir, part, tokenize=tokenize, **common), stop_after_steps=3, quiet=True)
     assert (part / "checkpoints" / "latest").read_text().strip() == "step-00000003"
-    train(tiny_config(data_csv, tiny_model_dir, part, resume=True, **common), quiet=True)
+    train(tiny_config(data_csv, tiny_model_dir, part, resume=True, tokenize=tokenize, **common), quiet=True)
     last = f"step-{common['max_steps']:08d}"
     a = load_file(full / "checkpoints" / last / "model.safetensors")
     b = load_file(part / "checkpoints" / last / "model.safetensors")
@@ -80,6 +82,25 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path, data_
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
     assert json.loads((full / "metrics.json").read_text())["test"] == json.loads((part / "metrics.json").read_text())["test"]
+
+
+def test_lazy_tokenization_trains_with_a_worker_and_writes_the_model(tmp_path, data_csv, tiny_model_dir):
+    out = tmp_path / "run"
+    result = train(tiny_config(data_csv, tiny_model_dir, out, tokenize="lazy", num_workers=1, max_steps=6), quiet=True)
+    assert result.metrics["tokenize"] == "lazy" and result.metrics["global_steps"] == 6
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "acceltune.json", "metrics.json"):
+        assert (out / name).is_file(), name
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert all(r["tokens_per_second"] > 0 for r in records if r["kind"] == "train")
+    assert result.metrics["test"]["examples"] == 12  # validation and test still tokenized up front
+
+
+def test_auto_tokenizes_lazily_above_the_row_threshold(tmp_path, data_csv, tiny_model_dir, monkeypatch):
+    from acceltune import batching
+
+    monkeypatch.setattr(batching, "LAZY_ABOVE_ROWS", 35)  # 36 training rows
+    result = train(tiny_config(data_csv, tiny_model_dir, tmp_path / "run", max_steps=2), quiet=True)
+    assert result.metrics["tokenize"] == "lazy"
 
 
 def test_checkpoint_write_is_atomic(tmp_path, data_csv, tiny_model_dir, monkeypatch):

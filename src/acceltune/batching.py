@@ -1,4 +1,4 @@
-"""Examples → batches: tokenize once (cached by datasets), bucket by length, pad per batch.
+"""Examples → batches: tokenize once (cached by datasets) or per batch (big data), bucket by length, pad per batch.
 
 The sampler works on index lists, so skipping to a position inside an epoch (exact resume) costs
 nothing, and it shards whole batches across data-parallel ranks so each example is seen once per
@@ -7,6 +7,7 @@ epoch across all of them.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Iterator, Sequence
 
@@ -16,21 +17,33 @@ import torch
 TOKEN_COLUMNS = ("input_ids", "token_type_ids")
 
 
+LAZY_ABOVE_ROWS = 1_000_000
+"""--tokenize auto tokenizes per batch above this many training rows (up front: ~25k rows per CPU-second
+before the first step, and a token cache on disk; --tokenize's help names the number)."""
+
+
+def tokenize_lazily(mode: str, rows: int) -> bool:
+    """--tokenize (auto | upfront | lazy) resolved for a training split of `rows` examples."""
+    return mode == "lazy" or (mode == "auto" and rows > LAZY_ABOVE_ROWS)
+
+
+def encode(batch: dict[str, list], tokenizer, max_length: int, text_pair: bool) -> dict[str, list]:
+    """input_ids (and token_type_ids when the model takes them) and length of a batch of texts, truncated."""
+    needs_token_types = "token_type_ids" in tokenizer.model_input_names
+    args = (batch["text"], batch["text_pair"]) if text_pair else (batch["text"],)
+    enc = tokenizer(*args, truncation=True, max_length=max_length, return_attention_mask=False,
+                    return_token_type_ids=needs_token_types)
+    out = {"input_ids": enc["input_ids"], "length": [len(x) for x in enc["input_ids"]]}
+    if needs_token_types:
+        out["token_type_ids"] = enc["token_type_ids"]
+    return out
+
+
 def tokenize(dataset, tokenizer, max_length: int, text_pair: bool, num_proc: int | None = None):
     """Adds input_ids (and token_type_ids) and length; drops the text columns. Cached by datasets."""
-    needs_token_types = "token_type_ids" in tokenizer.model_input_names
-
-    def encode(batch):
-        args = (batch["text"], batch["text_pair"]) if text_pair else (batch["text"],)
-        enc = tokenizer(*args, truncation=True, max_length=max_length, return_attention_mask=False,
-                        return_token_type_ids=needs_token_types)
-        out = {"input_ids": enc["input_ids"], "length": [len(x) for x in enc["input_ids"]]}
-        if needs_token_types:
-            out["token_type_ids"] = enc["token_type_ids"]
-        return out
-
     drop = [c for c in ("text", "text_pair") if c in dataset.column_names]
     return dataset.map(encode, batched=True, batch_size=2000, remove_columns=drop, num_proc=num_proc,
+                       fn_kwargs={"tokenizer": tokenizer, "max_length": max_length, "text_pair": text_pair},
                        desc="tokenizing", load_from_cache_file=True)
 
 
@@ -46,6 +59,20 @@ def column_array(dataset, name: str) -> np.ndarray:
     if dataset._indices is not None:
         col = col.take(dataset._indices.column(0))
     return col.to_numpy()
+
+
+def text_lengths(dataset, text_pair: bool) -> np.ndarray:
+    """Characters per example (text plus text_pair): the sampler's length proxy when tokenizing per batch.
+    Arrow kernels over the memory-mapped table, seconds for tens of millions of rows. Good for grouping
+    by length (only the order matters), not for a token budget."""
+    import pyarrow.compute as pc
+
+    lengths = pc.utf8_length(dataset.data.column("text"))
+    if text_pair:
+        lengths = pc.add(lengths, pc.utf8_length(dataset.data.column("text_pair")))
+    if dataset._indices is not None:  # take the lengths, not the texts: taking texts would copy them into memory
+        lengths = lengths.take(dataset._indices.column(0))
+    return lengths.to_numpy()
 
 
 def token_lengths(dataset, tokenizer, text_pair: bool, limit: int = 20000, seed: int = 0) -> np.ndarray:
@@ -94,7 +121,10 @@ class LengthGroupedSampler:
         self.epoch = epoch
         self.start_batch = start_batch
 
-    def global_batches(self) -> list[np.ndarray]:
+    def _epoch_plan(self) -> tuple[np.ndarray, np.ndarray]:
+        """The epoch's example order (global batches are its consecutive slices) and the order in which
+        those global batches are visited. Two arrays, not a list of per-batch arrays: at tens of millions
+        of rows a list costs ~100 bytes of Python object per batch on top of the indices."""
         n = len(self.lengths)
         rng = np.random.default_rng([self.seed, self.epoch])
         order = rng.permutation(n) if self.shuffle else np.arange(n)
@@ -108,11 +138,14 @@ class LengthGroupedSampler:
             order = np.concatenate([
                 chunk[np.argsort(-self.lengths[chunk], kind="stable")] for chunk in np.array_split(order, max(1, math.ceil(len(order) / mega)))
             ])
-        batches = [order[i:i + gbs] for i in range(0, len(order), gbs)]
-        if self.group_by_length and self.shuffle:
-            perm = rng.permutation(len(batches))
-            batches = [batches[i] for i in perm]
-        return batches
+        count = math.ceil(len(order) / gbs)
+        visit = rng.permutation(count) if self.group_by_length and self.shuffle else np.arange(count)
+        return order, visit
+
+    def global_batches(self) -> list[np.ndarray]:
+        order, visit = self._epoch_plan()
+        gbs = self.batch_size * self.num_replicas
+        return [order[i * gbs:(i + 1) * gbs] for i in visit]
 
     def _split_by_budget(self, batch: np.ndarray) -> list[np.ndarray]:
         if not self.max_tokens:
@@ -126,16 +159,19 @@ class LengthGroupedSampler:
             start += size
         return out
 
+    def _rank_batches(self) -> Iterator[np.ndarray]:
+        order, visit = self._epoch_plan()
+        gbs = self.batch_size * self.num_replicas
+        for i in visit:
+            shard = np.array_split(order[i * gbs:(i + 1) * gbs], self.num_replicas)[self.rank]
+            yield from self._split_by_budget(shard)
+
     def batches(self) -> list[np.ndarray]:
         """This rank's batches for the current epoch, from the start (ignores start_batch)."""
-        mine = []
-        for g in self.global_batches():
-            shard = np.array_split(g, self.num_replicas)[self.rank]
-            mine.extend(self._split_by_budget(shard))
-        return mine
+        return list(self._rank_batches())
 
     def __iter__(self) -> Iterator[list[int]]:
-        for batch in self.batches()[self.start_batch:]:
+        for batch in itertools.islice(self._rank_batches(), self.start_batch, None):
             yield batch.tolist()
 
     def __len__(self) -> int:
@@ -207,9 +243,28 @@ class BatchedArrowDataset(torch.utils.data.Dataset):
         return self.dataset[index]
 
 
-def make_loader(dataset, batch_sampler, collator, num_workers: int = 0, pin_memory: bool = False):
+class LazyTokenizedDataset(BatchedArrowDataset):
+    """Tokenizes each batch as the DataLoader fetches it (one Arrow take of texts and labels): no pass over
+    the whole training set before the first step and no token cache. Same rows as `tokenize`'s output."""
+
+    def __init__(self, dataset, tokenizer, max_length: int, text_pair: bool):
+        super().__init__(dataset, ("text", "text_pair", "labels"))
+        self.encoding = {"tokenizer": tokenizer, "max_length": max_length, "text_pair": text_pair}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, list]:
+        rows = self.dataset[indices]
+        out = encode(rows, **self.encoding)
+        del out["length"]  # the sampler has its lengths already
+        return {**out, "labels": rows["labels"]}
+
+    def __getitem__(self, index: int) -> dict:
+        return {k: v[0] for k, v in self.__getitems__([index]).items()}
+
+
+def make_loader(view: torch.utils.data.Dataset, batch_sampler, collator, num_workers: int = 0, pin_memory: bool = False):
+    """`view`: a BatchedArrowDataset of tokenized rows or a LazyTokenizedDataset."""
     return torch.utils.data.DataLoader(
-        BatchedArrowDataset(dataset, (*TOKEN_COLUMNS, "labels")),
+        view,
         batch_sampler=batch_sampler,
         collate_fn=collator,
         num_workers=num_workers,

@@ -19,14 +19,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from acceltune import batching, checkpoint
+from acceltune import batching, checkpoint, dropout
 from acceltune.config import TrainConfig
 from acceltune.data import load_splits
 from acceltune.errors import UserError
 from acceltune.evaluate import compute_metrics, write_metrics, write_report
 from acceltune.hardware import apply_precision_flags, resolve_device, resolve_precision
 from acceltune.modeldir import TRAINING_CONFIG_FILE, ModelInfo
-from acceltune.modeling import load_classifier, load_tokenizer, model_max_positions, resolve_model
+from acceltune.modeling import (
+    load_classifier,
+    load_tokenizer,
+    model_max_positions,
+    resolve_model,
+)
 from acceltune.progress import RunLogger, ThroughputWindow
 
 EVAL_MAX_TOKENS = 16384
@@ -246,7 +251,7 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
 
         args.output_dir = broadcast_object_list([f"runs/{datetime.now():%Y%m%d-%H%M%S}"])[0]
 
-    # 2. Data: file → examples (validated, split) → tokens, once, cached.
+    # 2. Data: file → examples (validated, split) → tokens: once and cached, or per batch for big data (--tokenize).
     with accelerator.main_process_first():  # rank 0 fills the datasets cache, the others read it (no concurrent writes)
         splits = load_splits(data_args, seed=args.seed)
     if splits.train is None or len(splits.train) == 0:
@@ -266,19 +271,28 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
         raise UserError(f"--max-length {model_args.max_length} exceeds the model's limit of {model_limit} tokens: lower it")
     info = ModelInfo(labels=splits.labels, multi_label=splits.multi_label, max_length=model_args.max_length,
                      text_pair=splits.text_pair, version=datetime.now().strftime("%Y%m%d-%H%M%S"))
+    lazy = batching.tokenize_lazily(data_args.tokenize, len(splits.train))
     with accelerator.main_process_first():
         tokenized = {name: batching.tokenize(ds, tokenizer, info.max_length, splits.text_pair)
                      for name, ds in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))
-                     if ds is not None and len(ds)}
+                     if ds is not None and len(ds) and not (lazy and name == "train")}
+    if lazy:  # the up-front pass would delay the first step by ~25k rows per CPU-second
+        train_view = batching.LazyTokenizedDataset(splits.train, tokenizer, info.max_length, splits.text_pair)
+        train_lengths = batching.text_lengths(splits.train, splits.text_pair)
+    else:
+        train_view = batching.BatchedArrowDataset(tokenized["train"], (*batching.TOKEN_COLUMNS, "labels"))
+        train_lengths = batching.column_array(tokenized["train"], "length")
 
     # 3. Model, optimizer, schedule.
     if model_args.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     if args.compile:
         model = torch.compile(model, dynamic=True)
+    elif args.numpy_dropout and accelerator.device.type == "cpu":
+        dropout.use_numpy_dropout(model)
     optimizer = make_optimizer(model, args, accelerator.device)
     sampler = batching.LengthGroupedSampler(
-        batching.column_array(tokenized["train"], "length"), args.batch_size, seed=args.seed, num_replicas=accelerator.num_processes,
+        train_lengths, args.batch_size, seed=args.seed, num_replicas=accelerator.num_processes,
         rank=accelerator.process_index, group_by_length=args.group_by_length)
     batches_per_epoch = len(sampler)
     steps_per_epoch = math.ceil(batches_per_epoch / args.grad_accumulation)
@@ -286,11 +300,11 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
     scheduler = linear_warmup_decay(optimizer, int(args.warmup_ratio * total_steps), total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
-    class_weights = inverse_frequency_weights(splits.train["labels"], len(info.labels), info.multi_label) if args.class_weights else None
+    class_weights = inverse_frequency_weights(batching.column_array(splits.train, "labels"), len(info.labels), info.multi_label) if args.class_weights else None
     loss_fn = loss_function(info.multi_label, class_weights, args.label_smoothing).to(accelerator.device)
     collator = batching.Collator(tokenizer.pad_token_id, 8 if accelerator.device.type == "cuda" else None,
                                  tokenizer.padding_side, info.multi_label)
-    loader = batching.make_loader(tokenized["train"], sampler, collator, args.num_workers,
+    loader = batching.make_loader(train_view, sampler, collator, args.num_workers,
                                   pin_memory=accelerator.device.type == "cuda")
     eval_every = args.eval_every or steps_per_epoch
     save_every = args.save_every or eval_every
@@ -306,7 +320,8 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
     logger = RunLogger(output_dir, is_main, total_steps, quiet=quiet, resume_step=state.global_step,
                        history=state.history if args.resume else None)
     logger.note(f"device {accelerator.device} · precision {precision.name} · world size {accelerator.num_processes} · "
-                f"{len(tokenized['train'])} train examples · max length {info.max_length} · {total_steps} steps")
+                f"{len(splits.train)} train examples{' (tokenized per batch)' if lazy else ''} · max length {info.max_length} · "
+                f"{total_steps} steps")
     for note in splits.notes:
         logger.note(note)
 
@@ -323,6 +338,7 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
                 labels = batch.pop("labels")
                 micro += 1
                 state.batches_in_epoch += 1
+                dropout.reseed(args.seed, accelerator.process_index, state.epoch, state.batches_in_epoch)
                 last_micro = micro == args.grad_accumulation or state.batches_in_epoch == batches_per_epoch
                 with (nullcontext() if last_micro else accelerator.no_sync(model)):
                     with accelerator.autocast():
@@ -405,7 +421,7 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
                "model": model_args.model, "global_steps": state.global_step, "best_step": state.best_step,
                "train_runtime_s": round(state.train_seconds, 2),
                "train_samples_per_second": round(state.samples_seen / max(state.train_seconds, 1e-9), 2),
-               "train_examples": len(tokenized["train"]), "max_length": info.max_length}
+               "train_examples": len(splits.train), "tokenize": "lazy" if lazy else "upfront", "max_length": info.max_length}
     for split in ("validation", "test"):
         if split in tokenized:
             metrics[split] = evaluate_split(model, tokenized[split], collator, accelerator, info, loss_fn, detailed=True)

@@ -37,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--request-timeout-s", type=float, default=10.0, help="answer 504 if a request waits longer")
     p.add_argument("--max-inputs", type=int, default=256, help="inputs per request (413 beyond)")
     p.add_argument("--max-payload-bytes", type=int, default=1_000_000, help="request body size (413 beyond)")
+    p.add_argument("--inference-nice", type=int, default=0,
+                   help="lower the inference threads' priority by N (Linux, 0-19) so the event loop answers and "
+                        "refuses requests promptly under overload")
     p.add_argument("--access-log", action="store_true", help="log every request (costs throughput)")
 
 
@@ -56,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         model_dir=args.model_dir, backend=args.backend, device=args.device, host=args.host, port=args.port,
         max_batch_size=args.max_batch_size, max_batch_tokens=args.max_batch_tokens, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
         request_timeout_s=args.request_timeout_s, max_inputs=args.max_inputs,
-        max_payload_bytes=args.max_payload_bytes,
+        max_payload_bytes=args.max_payload_bytes, inference_nice=args.inference_nice,
         api_keys=read_api_keys(args.api_key_file) if args.api_key_file else (),
     )
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")

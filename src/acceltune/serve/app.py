@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from acceltune import __version__
 from acceltune.modeldir import ModelInfo
-from acceltune.serve.batcher import Batcher
+from acceltune.serve.batcher import Batcher, lower_thread_priority
 from acceltune.serve.errors import APIError, error_response
 from acceltune.serve.metrics import Metrics, MetricsMiddleware
 from acceltune.serve.routes import api, probes, require_api_key
@@ -62,6 +62,8 @@ class ServeState:
 
 
 def _load_and_warm(st: ServeState):
+    # This thread creates the backend's thread pools: at a lower priority, so do they (see lower_thread_priority).
+    lower_thread_priority(st.settings.inference_nice)
     predictor = st.predictor_factory(st.settings)
     warm = ["warm up"]
     # Run every batch shape once so the first real requests do not pay one-off initialisation.
@@ -80,7 +82,7 @@ async def _load_model(st: ServeState) -> None:
         return
     s = st.settings
     batcher = Batcher(predictor, max_batch_size=s.max_batch_size, max_wait_s=s.max_wait_ms / 1000.0,
-                      max_queue=s.max_queue, metrics=st.metrics)
+                      max_queue=s.max_queue, metrics=st.metrics, nice=s.inference_nice)
     batcher.start(asyncio.get_running_loop())
     st.metrics.queue_depth.set_function(lambda: batcher.queued_inputs)
     st.predictor, st.batcher, st.ready = predictor, batcher, True

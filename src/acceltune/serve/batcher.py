@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -27,6 +28,19 @@ if TYPE_CHECKING:
     from acceltune.serve.metrics import Metrics
 
 log = logging.getLogger("acceltune.serve")
+
+
+def lower_thread_priority(increment: int) -> None:
+    """Raise the calling thread's nice value by `increment` (Linux: nice is per thread, and threads it starts
+    later, such as ONNX Runtime's or OpenMP's pool, inherit it). Inference then yields the CPU to the event
+    loop, so the loop answers (and refuses) requests promptly while the model computes. No-op elsewhere."""
+    if increment <= 0 or not hasattr(os, "setpriority"):
+        return
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
+    except OSError:
+        log.warning("could not lower the inference threads' priority")
 
 
 class QueueFull(Exception):
@@ -68,8 +82,9 @@ class Job:
 
 class Batcher:
     def __init__(self, predictor: "Predictor", max_batch_size: int = 64, max_wait_s: float = 0.002,
-                 max_queue: int = 256, metrics: "Metrics | None" = None):
+                 max_queue: int = 256, metrics: "Metrics | None" = None, nice: int = 0):
         self.predictor = predictor
+        self.nice = nice
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
@@ -183,6 +198,7 @@ class Batcher:
                     return batch
 
     def _run(self) -> None:
+        lower_thread_priority(self.nice)
         while True:
             batch = self._take_batch()
             if batch is None:

@@ -17,7 +17,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from acceltune.serve.batcher import Draining, InferenceFailed, InputTooLong, QueueFull, RequestTimeout
+from acceltune.serve.batcher import (
+    Draining,
+    InferenceFailed,
+    InputTooLong,
+    QueueFull,
+    RequestTimeout,
+)
 from acceltune.serve.errors import APIError, error_response
 from acceltune.serve.schemas import ClassifyResponse, ErrorResponse, ModelResponse
 
@@ -98,6 +104,13 @@ def _validation_error(st: "ServeState", e: ValidationError) -> Response:
                           'optional "top_k": int >= 1, "truncate": bool)', errors=errors)
 
 
+def _queue_full(st: "ServeState") -> Response:
+    st.metrics.rejected.labels("queue_full").inc()
+    limit = st.settings.max_queue
+    return error_response(429, "queue_full", f"the server is at capacity ({limit} inputs queued): retry later",
+                          limit="--max-queue", max=limit, headers=RETRY_AFTER)
+
+
 @api.post("/v1/classify", summary="Classify one or more texts (or text pairs)", response_model=ClassifyResponse,
           responses={401: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
                      429: {"model": ErrorResponse}, 503: {"model": ErrorResponse}, 504: {"model": ErrorResponse}})
@@ -107,6 +120,8 @@ async def classify(request: Request) -> Response:
     if batcher is None:
         return _not_ready(st)
     settings = st.settings
+    if batcher.queued_inputs >= settings.max_queue:  # full: refuse before reading and parsing the body (cheap overload)
+        return _queue_full(st)
     body = await _read_body(request, settings.max_payload_bytes)
     if body is None:
         return error_response(413, "payload_too_large", f"the request body is larger than {settings.max_payload_bytes} bytes",
@@ -126,9 +141,7 @@ async def classify(request: Request) -> Response:
     try:
         future = batcher.submit(texts, pairs, req.top_k, req.truncate, settings.request_timeout_s)
     except QueueFull:
-        st.metrics.rejected.labels("queue_full").inc()
-        return error_response(429, "queue_full", f"the server is at capacity ({settings.max_queue} inputs queued): retry later",
-                              limit="--max-queue", max=settings.max_queue, headers=RETRY_AFTER)
+        return _queue_full(st)
     except Draining:
         return _not_ready(st)
     try:

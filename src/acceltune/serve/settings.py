@@ -33,6 +33,8 @@ class ServeSettings:
     """Request body size (413 beyond)."""
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     """Accepted Bearer tokens; empty: no authentication."""
+    inference_nice: int = 0
+    """Nice increment for the inference threads (Linux), so the event loop keeps answering under load."""
     graceful_shutdown_s: float | None = None
     """How long SIGTERM waits for accepted requests (default: request timeout + 5 s)."""
 
@@ -47,6 +49,7 @@ class ServeSettings:
             (self.max_inputs >= 1, "--max-inputs must be >= 1"),
             (self.max_payload_bytes >= 64, "--max-payload-bytes must be >= 64"),
             (1 <= self.port <= 65535 or self.port == 0, "--port must be 0..65535"),
+            (0 <= self.inference_nice <= 19, "--inference-nice must be 0..19"),
         ]
         for ok, message in checks:
             if not ok:

@@ -1,0 +1,63 @@
+"""Numpy dropout masks: the rate, reproducibility, and a model that computes the same as before."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from acceltune import dropout
+
+
+def test_mask_rate_scale_and_reproducibility():
+    x = torch.ones(400, 1000)
+    dropout.reseed(1, 0, 0, 1)
+    a = dropout.numpy_dropout(x, 0.1)
+    dropout.reseed(1, 0, 0, 1)
+    b = dropout.numpy_dropout(x, 0.1)
+    dropout.reseed(1, 0, 0, 2)
+    c = dropout.numpy_dropout(x, 0.1)
+    keep = (a != 0).float().mean().item()
+    assert abs(keep - 0.9) < 0.003
+    assert torch.allclose(a[a != 0], torch.full_like(a[a != 0], 1 / 0.9))  # inverted dropout: expectation kept
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(dropout.numpy_dropout(x, 0.1, training=False), x)
+    assert torch.count_nonzero(dropout.numpy_dropout(x, 1.0)) == 0
+
+
+def test_gradient_flows_through_kept_elements_only():
+    x = torch.randn(64, 32, requires_grad=True)
+    dropout.reseed(3)
+    y = dropout.numpy_dropout(x, 0.5)
+    y.sum().backward()
+    kept = y.detach() != 0
+    assert torch.allclose(x.grad[kept], torch.full_like(x.grad[kept], 2.0))
+    assert torch.count_nonzero(x.grad[~kept]) == 0
+
+
+@pytest.mark.parametrize("fixture", ["tiny_model_dir", "tiny_gpt2_model_dir"])
+def test_patched_model_matches_the_original_in_eval_and_trains(fixture, request):
+    path = request.getfixturevalue(fixture)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path)
+    patched = copy.deepcopy(model)
+    swapped = dropout.use_numpy_dropout(patched)
+    assert swapped > 0
+    assert not any(type(m) is torch.nn.Dropout for m in patched.modules())
+    batch = tok(["a much longer first text here", "short"], padding=True, return_tensors="pt")
+    model.eval(), patched.eval()
+    with torch.no_grad():  # padding masked alike: same logits
+        torch.testing.assert_close(patched(**batch).logits, model(**batch).logits, rtol=0, atol=1e-5)
+    patched.train()
+    dropout.reseed(0)
+    out1 = patched(**batch).logits
+    dropout.reseed(0)
+    out2 = patched(**batch).logits
+    torch.testing.assert_close(out1, out2)  # the masks follow the seed
+    dropout.reseed(1)
+    assert not torch.allclose(patched(**batch).logits, out1)  # and dropout is really on in training
+    out1.sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in patched.parameters())
+    assert patched.state_dict().keys() == model.state_dict().keys()
