@@ -138,6 +138,9 @@ def run_wrk(port: int, lua: Path, connections: int, duration: float, threads: in
     return json.loads(out.read_text())
 
 
+PROBES = 8
+
+
 class Probe(threading.Thread):
     """One sequential client measuring each response's latency by status (for rejection latency)."""
 
@@ -181,15 +184,27 @@ def scenario(name: str, server_cmd: list[str], port: int, messages: list[str], p
         lua, out = workdir / f"{name}.lua", workdir / f"{name}.json"
         write_lua(lua, messages, per_request, out, api_key, delay_ms)
         if warmup > 0:
-            run_wrk(port, lua, connections, warmup, threads, out)
+            w = run_wrk(port, lua, connections, warmup, threads, out)
+            if delay_ms:
+                # Each connection's cycle is delay + latency: take the warm-up's mean latency off the delay so
+                # the measured run offers the target rate (connections / (delay + latency)).
+                target = connections * 1000.0 / delay_ms
+                delay_ms = max(1.0, delay_ms - w["mean_us"] / 1e3)
+                write_lua(lua, messages, per_request, out, api_key, delay_ms)
+                log_line = {"scenario": name, "calibration": {"warmup_rps": round(w["requests"] / (w["duration_us"] / 1e6), 1),
+                            "warmup_mean_latency_ms": round(w["mean_us"] / 1e3, 1), "target_rps": round(target, 1),
+                            "delay_ms": round(delay_ms, 1)}}
+                print(json.dumps(log_line), file=sys.stderr, flush=True)
         before = status_counts(port) if acceltune else {}
-        pr = None
-        if probe:
-            pr = Probe(port, json.dumps({"inputs": messages[0]}).encode(), api_key)
-            pr.start()
+        probes: list[Probe] = []
+        if probe:  # several sequential clients: enough rejections for a p99 (one alone mostly waits on its accepted requests)
+            probes = [Probe(port, json.dumps({"inputs": messages[i]}).encode(), api_key) for i in range(PROBES)]
+            for pr in probes:
+                pr.start()
         w = run_wrk(port, lua, connections, duration, threads, out)
-        if pr is not None:
+        for pr in probes:
             pr.stop.set()
+        for pr in probes:
             pr.join(15)
         after = status_counts(port) if acceltune else {}
     finally:
@@ -215,12 +230,13 @@ def scenario(name: str, server_cmd: list[str], port: int, messages: list[str], p
         "status_counts": counts,
         "socket_errors": {k: w[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts") if w[k]},
     }
-    if pr is not None:
-        rej = [s for st, s in pr.samples if st in (429, 503)]
-        acc = [s for st, s in pr.samples if st == 200]
+    if probes:
+        samples = [x for pr in probes for x in pr.samples]
+        rej = [s for st, s in samples if st in (429, 503)]
+        acc = [s for st, s in samples if st == 200]
         result["probe"] = {
-            "samples": len(pr.samples), "rejections": len(rej), "accepted": len(acc),
-            "other": sorted({st for st, _ in pr.samples if st not in (200, 429, 503)}),
+            "clients": len(probes), "samples": len(samples), "rejections": len(rej), "accepted": len(acc),
+            "other": sorted({st for st, _ in samples if st not in (200, 429, 503)}),
             "rejection_latency_ms": {"p50": _ms(percentile(rej, 50)), "p99": _ms(percentile(rej, 99)), "max": _ms(max(rej, default=None))},
             "accepted_latency_ms": {"p50": _ms(percentile(acc, 50)), "p99": _ms(percentile(acc, 99))},
         }
@@ -275,7 +291,7 @@ def main() -> int:
             base = name.removesuffix("32")
             connections, delay_ms = args.connections, None
             if base == "overload_closed":
-                connections = args.connections * args.overload_factor
+                connections = int(args.connections * args.overload_factor)
             elif base == "overload":  # paced: overload_factor x the sustainable request rate, offered by many connections
                 sustainable = args.sustainable_rps or (results["batching"]["ok_requests_per_s"] if "batching" in results else None)
                 if not sustainable:
@@ -299,7 +315,7 @@ def main() -> int:
                                      delay_ms)
             if delay_ms:
                 results[name]["offered"] = {"sustainable_rps": sustainable, "target_rps": round(args.overload_factor * sustainable, 1),
-                                            "delay_ms": round(delay_ms, 1),
+                                            "nominal_delay_ms": round(delay_ms, 1),
                                             "achieved_vs_sustainable": round(results[name]["requests_per_s"] / sustainable, 2)}
                 print(json.dumps({"scenario": name, "offered": results[name]["offered"]}), flush=True)
     summary = {"summary": True}

@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch-size", type=int, default=64, help="inputs per model batch (requests are never split)")
     p.add_argument("--max-batch-tokens", type=int, default=None,
                    help="padded tokens per backend call (a batch is cut into calls, longest inputs first); "
-                        "default 256 on CPU, 8192 on GPU")
+                        "default 128 on CPU, 8192 on GPU")
     p.add_argument("--max-wait-ms", type=float, default=2.0,
                    help="how long the oldest queued input waits for more before its batch runs")
     p.add_argument("--max-queue", type=int, default=256,
@@ -37,9 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--request-timeout-s", type=float, default=10.0, help="answer 504 if a request waits longer")
     p.add_argument("--max-inputs", type=int, default=256, help="inputs per request (413 beyond)")
     p.add_argument("--max-payload-bytes", type=int, default=1_000_000, help="request body size (413 beyond)")
-    p.add_argument("--inference-nice", type=int, default=0,
-                   help="lower the inference threads' priority by N (Linux, 0-19) so the event loop answers and "
-                        "refuses requests promptly under overload")
+    p.add_argument("--inference-nice", type=int, default=10,
+                   help="lower the inference threads' priority by N (Linux, 0-19; 0 keeps it) so the event loop "
+                        "answers and refuses requests promptly under load")
     p.add_argument("--access-log", action="store_true", help="log every request (costs throughput)")
 
 

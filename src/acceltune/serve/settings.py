@@ -20,7 +20,7 @@ class ServeSettings:
     """Inputs per model batch (a batch may hold several requests; a request is never split)."""
     max_batch_tokens: int | None = None
     """Padded tokens per backend call: a batch is cut, longest inputs first, into calls within this budget.
-    None: 256 on CPU (cost there is linear in padded tokens, so short calls waste less padding), 8192 on GPU."""
+    None: 128 on CPU (short calls from length-sorted inputs served best under load), 8192 on GPU."""
     max_wait_ms: float = 2.0
     """How long the first queued input may wait for others before its batch runs."""
     max_queue: int = 256
@@ -33,8 +33,9 @@ class ServeSettings:
     """Request body size (413 beyond)."""
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     """Accepted Bearer tokens; empty: no authentication."""
-    inference_nice: int = 0
-    """Nice increment for the inference threads (Linux), so the event loop keeps answering under load."""
+    inference_nice: int = 10
+    """Nice increment for the inference threads (Linux), so the event loop keeps answering under load
+    (measured: rejection p99 132 -> 16 ms at 4x the sustainable rate, and +7% requests/s)."""
     graceful_shutdown_s: float | None = None
     """How long SIGTERM waits for accepted requests (default: request timeout + 5 s)."""
 
