@@ -319,6 +319,24 @@ def test_split_is_stratified_and_deterministic(tmp_path):
     assert rows_of(s3.validation) != rows_of(s1.validation)
 
 
+def test_held_out_splits_are_capped_and_unchanged_below_the_cap(tmp_path):
+    rows = balanced({"a": 60, "b": 30, "c": 10})
+    path = write(tmp_path / "t.csv", csv_text(rows))
+    from sklearn.model_selection import train_test_split
+
+    below = load_splits(DataArgs(train=path, validation_fraction=0.2, test_fraction=0.1, max_held_out=20), seed=7)
+    # Below the cap the split is sklearn's fractional one, as before the cap existed.
+    labels = [label for _, label in rows]
+    _, expected_test = train_test_split(range(100), test_size=0.1, random_state=7, shuffle=True, stratify=labels)
+    assert sorted(t for t, _ in rows_of(below.test)) == sorted(rows[i][0] for i in expected_test)
+    assert (len(below.train), len(below.validation), len(below.test)) == (70, 20, 10)
+    capped = load_splits(DataArgs(train=path, validation_fraction=0.2, test_fraction=0.1, max_held_out=6), seed=7)
+    assert (len(capped.train), len(capped.validation), len(capped.test)) == (88, 6, 6)
+    assert any("--max-held-out" in note for note in capped.notes)
+    with pytest.raises(UserError, match="max-held-out"):
+        DataArgs(max_held_out=0)
+
+
 def test_max_examples(tmp_path):
     path = write(tmp_path / "t.csv", csv_text(balanced({"a": 20, "b": 20})))
     args = DataArgs(train=path, validation_fraction=0, test_fraction=0, max_examples=10)

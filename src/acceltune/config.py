@@ -39,6 +39,7 @@ class DataArgs:
     label_delimiter: str = _f(",", "separator between labels in a multi-label string")
     validation_fraction: float = _f(0.1, "share of --train held out for validation when --validation is not given")
     test_fraction: float = _f(0.1, "share of --train held out for testing when --test is not given")
+    max_held_out: int = _f(50_000, "most examples a validation or test split made from --train may hold (the rest stays training data); a tenth of a 36M-row file would be 3.6M rows to evaluate every epoch")
     on_bad_lines: str = _f("warn", "delimited lines that do not parse: warn (skip and report their numbers) or error")
     max_examples: int | None = _f(None, "use only the first N training examples (after shuffling with --seed); for quick runs")
     tokenize: str = _f("auto", "auto | upfront | lazy: tokenize the training set once before training (cached on disk) or each batch as it is loaded (training starts at once on data bigger than memory; no token cache); auto: lazy above 1,000,000 training rows")
@@ -54,6 +55,8 @@ class DataArgs:
             raise UserError(f"--on-bad-lines must be warn or error, got {self.on_bad_lines!r}")
         if self.max_examples is not None and self.max_examples < 2:
             raise UserError("--max-examples must be at least 2")
+        if self.max_held_out < 1:
+            raise UserError(f"--max-held-out must be positive, got {self.max_held_out}")
         if self.tokenize not in ("auto", "upfront", "lazy"):
             raise UserError(f"--tokenize must be auto, upfront or lazy, got {self.tokenize!r}")
 

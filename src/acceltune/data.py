@@ -131,13 +131,17 @@ def load_splits(args: DataArgs, *, seed: int = 42) -> Splits:
         y = None if multi else train.data.column("labels").to_numpy()
         remaining = 1.0
         for split, frac in wanted:
-            share = frac / remaining
-            keep, held = _split_indices(idx, None if y is None else y[idx], share, seed, train_scan, split, frac)
+            # sklearn's own rounding of a fractional test_size, so splits below the cap stay as they were.
+            size = math.ceil(frac / remaining * len(idx))
+            capped = size > args.max_held_out
+            keep, held = _split_indices(idx, None if y is None else y[idx], min(size, args.max_held_out), seed,
+                                        train_scan, split, frac)
             out[split] = _take(train, np.sort(held))
             idx = np.sort(keep)
             remaining -= frac
             how = "random (multi-label data cannot be stratified)" if multi else "stratified by label"
-            notes.append(f"made {split} split: {frac:.0%} of {train_scan.name}, {how}, seed {seed} ({len(held)} examples)")
+            share = f"{len(held)} examples (--max-held-out; {frac:.0%} would be {size})" if capped else f"{frac:.0%}"
+            notes.append(f"made {split} split: {share} of {train_scan.name}, {how}, seed {seed} ({len(held)} examples)")
         train = _take(train, idx)
 
     if args.max_examples is not None and args.max_examples < len(train):
@@ -780,7 +784,7 @@ def _check_splittable(scan: _Scan, wanted: list[tuple[str, float]], multi: bool)
                         f"lower the fractions or pass {flags} files")
 
 
-def _split_indices(idx: np.ndarray, y, share: float, seed: int, scan: _Scan, split: str, frac: float):
+def _split_indices(idx: np.ndarray, y, share: int, seed: int, scan: _Scan, split: str, frac: float):
     from sklearn.model_selection import train_test_split
 
     try:
