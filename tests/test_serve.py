@@ -215,6 +215,37 @@ def test_full_queue_answers_429_with_retry_after_at_once(tiny_model_dir, predict
     assert sample(app, "acceltune_rejected_requests_total", {"reason": "queue_full"}) == 2
 
 
+def test_full_queue_still_asks_for_the_api_key_first(tiny_model_dir, predictor):
+    p, backend = gated(predictor)
+    backend.gate.set()
+    key = {"Authorization": "Bearer k1"}
+
+    async def main():
+        s = settings(tiny_model_dir, max_batch_size=1, max_queue=1, max_inputs=1, max_wait_ms=0, api_keys=("k1",))
+        async with serving(s, p) as c:
+            backend.gate.clear()
+            backend.entered.clear()
+            first = asyncio.create_task(c.post("/v1/classify", json={"inputs": "a"}, headers=key))
+            for _ in range(2000):
+                if backend.entered.is_set():
+                    break
+                await asyncio.sleep(0.005)
+            second = asyncio.create_task(c.post("/v1/classify", json={"inputs": "b"}, headers=key))
+            for _ in range(2000):
+                if c.app.state.serve.batcher.queued_inputs >= 1:
+                    break
+                await asyncio.sleep(0.005)
+            anonymous = await c.post("/v1/classify", json={"inputs": "c"})
+            refused = await c.post("/v1/classify", json={"inputs": "c"}, headers=key)
+            backend.gate.set()
+            return anonymous, refused, await first, await second, c.app
+
+    anonymous, refused, first, second, app = asyncio.run(main())
+    assert anonymous.status_code == 401 and refused.status_code == 429
+    assert first.status_code == 200 and second.status_code == 200
+    assert sample(app, "acceltune_http_requests_total", {"path": "/v1/classify", "status": "429"}) == 1
+
+
 @pytest.mark.skipif(not hasattr(os, "setpriority"), reason="thread priorities need Linux")
 def test_inference_threads_run_at_lower_priority(tiny_model_dir, predictor):
     async def main():

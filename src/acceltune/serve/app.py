@@ -26,6 +26,7 @@ from acceltune.serve.batcher import Batcher, lower_thread_priority
 from acceltune.serve.errors import APIError, error_response
 from acceltune.serve.metrics import Metrics, MetricsMiddleware
 from acceltune.serve.routes import api, probes, require_api_key
+from acceltune.serve.shedding import LoadShedder
 from acceltune.serve.schemas import ClassifyRequest, PairClassifyRequest
 from acceltune.serve.settings import ServeSettings
 
@@ -143,6 +144,7 @@ def create_app(settings: ServeSettings, *, predictor_factory: PredictorFactory |
                                  on_load_error=on_load_error)
     app.include_router(probes)
     app.include_router(api, dependencies=[Depends(require_api_key)] if settings.api_keys else [])
+    app.add_middleware(LoadShedder, state=app.state.serve)  # added first: runs inside MetricsMiddleware
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.openapi = _custom_openapi(app, request_model)
 

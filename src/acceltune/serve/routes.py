@@ -40,11 +40,17 @@ def _state(request: Request) -> "ServeState":
     return request.app.state.serve
 
 
+def authorized(st: "ServeState", authorization: str) -> bool:
+    """Whether an Authorization header value carries one of the server's keys (always true without keys)."""
+    if not st.settings.api_keys:
+        return True
+    scheme, _, token = authorization.partition(" ")
+    return scheme.lower() == "bearer" and bool(token) and st.settings.key_matches(token.strip())
+
+
 def require_api_key(request: Request) -> None:
     """Dependency added to the ``api`` router when the server has keys: ``Authorization: Bearer KEY``."""
-    auth = request.headers.get("authorization", "")
-    scheme, _, token = auth.partition(" ")
-    if scheme.lower() != "bearer" or not token or not _state(request).settings.key_matches(token.strip()):
+    if not authorized(_state(request), request.headers.get("authorization", "")):
         raise APIError(401, "unauthorized", "missing or wrong API key: send 'Authorization: Bearer <key>'",
                        headers={"WWW-Authenticate": "Bearer"})
 
@@ -104,7 +110,7 @@ def _validation_error(st: "ServeState", e: ValidationError) -> Response:
                           'optional "top_k": int >= 1, "truncate": bool)', errors=errors)
 
 
-def _queue_full(st: "ServeState") -> Response:
+def queue_full(st: "ServeState") -> Response:
     st.metrics.rejected.labels("queue_full").inc()
     limit = st.settings.max_queue
     return error_response(429, "queue_full", f"the server is at capacity ({limit} inputs queued): retry later",
@@ -120,8 +126,6 @@ async def classify(request: Request) -> Response:
     if batcher is None:
         return _not_ready(st)
     settings = st.settings
-    if batcher.queued_inputs >= settings.max_queue:  # full: refuse before reading and parsing the body (cheap overload)
-        return _queue_full(st)
     body = await _read_body(request, settings.max_payload_bytes)
     if body is None:
         return error_response(413, "payload_too_large", f"the request body is larger than {settings.max_payload_bytes} bytes",
@@ -141,7 +145,7 @@ async def classify(request: Request) -> Response:
     try:
         future = batcher.submit(texts, pairs, req.top_k, req.truncate, settings.request_timeout_s)
     except QueueFull:
-        return _queue_full(st)
+        return queue_full(st)
     except Draining:
         return _not_ready(st)
     try:
