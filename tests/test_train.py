@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from acceltune.config import DataArgs, ModelArgs, TrainArgs, TrainConfig
+from acceltune.errors import UserError
 from acceltune.hardware import cpu_has_bf16
 from acceltune.train import TrainingInterrupted, train
 from helpers import write_labeled_csv
@@ -101,6 +102,22 @@ def test_auto_tokenizes_lazily_above_the_row_threshold(tmp_path, data_csv, tiny_
     monkeypatch.setattr(batching, "LAZY_ABOVE_ROWS", 35)  # 36 training rows
     result = train(tiny_config(data_csv, tiny_model_dir, tmp_path / "run", max_steps=2), quiet=True)
     assert result.metrics["tokenize"] == "lazy"
+
+
+def test_resume_refuses_settings_that_change_the_batches(tmp_path, data_csv, tiny_model_dir):
+    out = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted):
+        train(tiny_config(data_csv, tiny_model_dir, out, save_every=2), stop_after_steps=2, quiet=True)
+    with pytest.raises(UserError, match=r"--batch-size 4 -> 8.*--seed 7 -> 8"):
+        train(tiny_config(data_csv, tiny_model_dir, out, resume=True, batch_size=8, seed=8), quiet=True)
+    # A longer run is allowed (epochs/max_steps may change), and the world size is checked too.
+    train(tiny_config(data_csv, tiny_model_dir, out, resume=True, max_steps=4), quiet=True)
+    from acceltune import checkpoint
+
+    latest = checkpoint.latest_checkpoint(out)
+    assert json.loads((latest / checkpoint.STATE_FILE).read_text())["world_size"] == 1
+    with pytest.raises(UserError, match="world size 1 -> 2"):
+        checkpoint.check_resumable(latest, tiny_config(data_csv, tiny_model_dir, out).to_dict(), world_size=2)
 
 
 def test_checkpoint_write_is_atomic(tmp_path, data_csv, tiny_model_dir, monkeypatch):

@@ -27,7 +27,36 @@ class TrainerState:
     best_step: int | None = None
     evals_without_improvement: int = 0
     train_seconds: float = 0.0
+    world_size: int | None = None
+    """Processes that wrote the checkpoint (None in checkpoints older than this field)."""
     history: list[dict] = field(default_factory=list)
+
+
+#: Settings that decide which examples form which batch, in which order: a resumed run must keep them,
+#: or its position inside the epoch would point at other examples (epochs may change: a run can be extended).
+RESUME_INVARIANTS = {
+    "data": ("validation_fraction", "test_fraction", "max_held_out", "max_examples", "tokenize"),
+    "train": ("batch_size", "grad_accumulation", "seed", "group_by_length"),
+}
+
+
+def check_resumable(path: Path, config: dict, world_size: int) -> None:
+    """UserError naming every setting (and the world size) that differs from the run that wrote ``path``."""
+    import yaml
+
+    try:
+        saved = yaml.safe_load((path / "training_config.yaml").read_text()) or {}
+        written_by = json.loads((path / STATE_FILE).read_text()).get("world_size")
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        raise UserError(f"cannot resume from {path}: {e.__class__.__name__} (the checkpoint is damaged)") from None
+    changed = [f"--{name.replace('_', '-')} {saved.get(group, {}).get(name)!r} -> {config[group][name]!r}"
+               for group, names in RESUME_INVARIANTS.items() for name in names
+               if name in saved.get(group, {}) and saved[group][name] != config[group][name]]
+    if written_by is not None and written_by != world_size:
+        changed.append(f"world size {written_by} -> {world_size}")
+    if changed:
+        raise UserError(f"--resume with settings that change the batches ({'; '.join(changed)}): resume with the "
+                        "checkpoint's settings (see its training_config.yaml), or start a new run with --overwrite")
 
 
 def checkpoint_root(output_dir: Path) -> Path:

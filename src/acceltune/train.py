@@ -259,6 +259,8 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
     with accelerator.main_process_first():  # rank 0 removes an --overwrite'n directory before the others look at it
         output_dir = prepare_output_dir(args, is_main)
     accelerator.wait_for_everyone()
+    if args.resume:  # before the data is tokenized: a resume that cannot be exact fails at once
+        checkpoint.check_resumable(checkpoint.latest_checkpoint(output_dir), config.to_dict(), accelerator.num_processes)
     model_path = resolve_model(model_args.model)
     tokenizer = load_tokenizer(model_path, model_args.trust_remote_code)
     set_seed(args.seed)
@@ -311,9 +313,10 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
     config_yaml = _config_yaml(config)
 
     # 4. Resume exactly where the last checkpoint left off.
-    state = checkpoint.TrainerState()
+    state = checkpoint.TrainerState(world_size=accelerator.num_processes)
     if args.resume:
         state = checkpoint.load_checkpoint(accelerator, checkpoint.latest_checkpoint(output_dir))
+        state.world_size = accelerator.num_processes
     if is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         config.save(output_dir / TRAINING_CONFIG_FILE)
