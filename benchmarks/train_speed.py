@@ -439,6 +439,7 @@ def main() -> None:
     for s in sides:
         rec = {k: med(s, k) for k in ("train_samples_per_s", "train_seconds", "test_accuracy", "padded_token_share", "wall_s", "peak_rss_mb")}
         rec["train_samples_per_s_all"] = [x["train_samples_per_s"] for x in runs[s]]
+        rec["test_accuracy_all"] = [x["test_accuracy"] for x in runs[s]]  # run-to-run spread, not only the median
         rec["precision"] = runs[s][0]["precision"]
         flops_s = statistics.median(x["flops"] / x["train_seconds"] for x in runs[s])
         rec["real_token_gflops"] = round(flops_s / 1e9, 1)
