@@ -112,6 +112,13 @@ def test_batch_vs_alone(backend_dir, tiny_model_dir, onnx_dir, int8_dir):
         assert alone["score"] == pytest.approx(batched["score"], abs=tol)
 
 
+def test_parity_texts_from_a_named_column(tiny_model_dir, tmp_path):
+    reviews = tmp_path / "reviews.csv"
+    reviews.write_text("review,stars\n" + "".join(f'"{t}",5\n' for t in TEXTS))
+    result = export_model(tiny_model_dir, tmp_path / "out", parity_data=reviews, text_column="review", log=lambda m: None)
+    assert result.parity["passed"] and result.parity["texts"] == len(TEXTS)
+
+
 def test_gpt2_style_model_exports_with_plain_ort_optimisation(tiny_gpt2_model_dir, tmp_path):
     out = tmp_path / "gpt2"
     result = export_model(tiny_gpt2_model_dir, out, log=lambda m: None)
@@ -190,4 +197,8 @@ def test_bad_requests_are_user_errors(tiny_model_dir, onnx_dir, tmp_path):
         export_model(tiny_model_dir, tiny_model_dir, overwrite=True, log=lambda m: None)
     with pytest.raises(UserError, match="no such file"):
         export_model(tiny_model_dir, tmp_path / "x", parity_data=tmp_path / "missing.csv", log=lambda m: None)
+    reviews = tmp_path / "reviews.csv"
+    reviews.write_text("review,stars\n" + "".join(f"{t},5\n" for t in TEXTS))
+    with pytest.raises(UserError, match="--text-column"):  # no recognised text column: the error names the fix
+        export_model(tiny_model_dir, tmp_path / "x", parity_data=reviews, log=lambda m: None)
     assert not (tmp_path / "x").exists()

@@ -22,8 +22,6 @@ How the ONNX graph is made (measured choices, see docs/benchmarks.md):
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import shutil
 import tempfile
@@ -80,29 +78,13 @@ class ExportResult:
 # ----------------------------------------------------------------------------------------- helpers
 
 
-def read_texts(path: str | os.PathLike, limit: int = PARITY_MAX_TEXTS) -> list[str]:
-    """Texts from a .csv (column 'text', else the first column), .jsonl ('text') or plain text file."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: no such file (expected a CSV with a 'text' column, a JSONL file or one text per line)")
-    texts: list[str] = []
-    try:
-        if p.suffix.lower() in (".csv", ".tsv"):
-            with p.open(newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f, delimiter="\t" if p.suffix.lower() == ".tsv" else ",")
-                if not reader.fieldnames:
-                    raise UserError(f"{p} has no header row: give a CSV with a 'text' column")
-                col = "text" if "text" in reader.fieldnames else reader.fieldnames[0]
-                texts = [row[col] for row in reader if row.get(col)]
-        elif p.suffix.lower() in (".jsonl", ".json"):
-            with p.open(encoding="utf-8") as f:
-                texts = [json.loads(line)["text"] for line in f if line.strip()]
-        else:
-            texts = [line.rstrip("\n") for line in p.open(encoding="utf-8") if line.strip()]
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError) as e:
-        raise UserError(f"cannot read texts from {p} ({e.__class__.__name__}: {e})") from None
+def read_texts(path: str | os.PathLike, text_column: str | None = None, limit: int = PARITY_MAX_TEXTS) -> list[str]:
+    """Parity/calibration texts: any file `acceltune predict` reads (CSV/TSV/JSON/JSONL/Parquet/text), spread out."""
+    from acceltune.data import load_texts
+
+    texts, _, _ = load_texts(str(path), text_column)
     if not texts:
-        raise UserError(f"{p} holds no texts")
+        raise UserError(f"{path} holds no texts")
     return spread(texts, limit)
 
 
@@ -406,7 +388,8 @@ def _torch_reference(model):
 def export_model(model_dir: str | os.PathLike, output: str | os.PathLike, format: str = "onnx",
                  quantize: str | None = None, opset: int | None = None, overwrite: bool = False,
                  calibration_data: str | os.PathLike | None = None, parity_data: str | os.PathLike | None = None,
-                 log: Callable[[str], None] = print, *, int8_min_agreement: float = INT8_MIN_AGREEMENT) -> ExportResult:
+                 log: Callable[[str], None] = print, *, text_column: str | None = None,
+                 int8_min_agreement: float = INT8_MIN_AGREEMENT) -> ExportResult:
     """Export ``model_dir`` to ``output``; raises UserError (and writes nothing) when anything fails.
 
     ``int8_min_agreement`` (library only, for experiments such as benchmarks on probe models) relaxes
@@ -437,7 +420,7 @@ def export_model(model_dir: str | os.PathLike, output: str | os.PathLike, format
         require_tensorrt("auto")  # fail before any work on a machine without a GPU or TensorRT
 
     if parity_data or calibration_data:
-        texts, source = read_texts(parity_data or calibration_data), str(parity_data or calibration_data)
+        texts, source = read_texts(parity_data or calibration_data, text_column), str(parity_data or calibration_data)
     else:
         texts, source = default_parity_texts(model_dir)
 

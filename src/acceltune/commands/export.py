@@ -16,11 +16,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output directory")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (18 or newer: the torch dynamo exporter's minimum)")
     p.add_argument("--calibration-data", default=None, metavar="FILE",
-                   help="sample texts (CSV 'text' column, JSONL or one per line) from the model's domain; used for the "
+                   help="sample texts (any file 'acceltune predict' reads: CSV/JSONL/Parquet or one per line) from the model's domain; used for the "
                         "parity check (int8 uses dynamic quantization, which needs no calibration: static calibration "
                         "measured worse, see docs/benchmarks.md)")
     p.add_argument("--parity-data", default=None, metavar="FILE",
                    help="texts for the parity check (default: --calibration-data, else the test/validation/train file named in the model's training_config.yaml, else the demo test set)")
+    p.add_argument("--text-column", default=None, help="text column of --parity-data/--calibration-data (default: the first of text, sentence, content, message, utterance, question)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
 
 
@@ -31,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     result = export_model(
         args.model_dir, args.output, format=args.format, quantize=args.quantize, opset=args.opset,
         overwrite=args.overwrite, calibration_data=args.calibration_data, parity_data=args.parity_data,
-        log=(lambda msg: None) if quiet else (lambda msg: print(msg, flush=True)),
+        log=(lambda msg: None) if quiet else (lambda msg: print(msg, flush=True)), text_column=args.text_column,
     )
     if quiet:
         print(json.dumps({"output": str(result.output), "format": result.format, "quantization": result.quantization or "none",
