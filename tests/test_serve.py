@@ -136,10 +136,11 @@ def test_readyz_is_503_until_the_model_is_loaded(tiny_model_dir, predictor):
             model = (await c.get("/v1/model")).json()
             metrics = (await c.get("/metrics")).text
             docs = await c.get("/docs")
+            js = await c.get("/docs/static/swagger-ui-bundle.js")
             schema = (await c.get("/openapi.json")).json()
-            return model, metrics, docs, schema
+            return model, metrics, docs, js, schema
 
-    model, metrics, docs, schema = asyncio.run(main())
+    model, metrics, docs, js, schema = asyncio.run(main())
     assert model["labels"] == predictor.labels and model["max_length"] == 64
     assert model["backend"]["backend"] == "torch" and model["format"] == "transformers"
     for name in ("acceltune_http_requests_total", "acceltune_http_request_duration_seconds_bucket",
@@ -147,6 +148,9 @@ def test_readyz_is_503_until_the_model_is_loaded(tiny_model_dir, predictor):
                  "acceltune_inputs_total", "acceltune_tokens_total"):
         assert name in metrics
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    # Swagger UI comes from the installed swagger-ui-bundle, not a CDN: /docs renders offline.
+    assert "cdn" not in docs.text and "/docs/static/swagger-ui-bundle.js" in docs.text
+    assert js.status_code == 200 and len(js.content) > 100_000
     assert "ClassifyRequest" in schema["components"]["schemas"] and "/v1/classify" in schema["paths"]
 
 

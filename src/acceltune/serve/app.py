@@ -25,7 +25,7 @@ from acceltune.modeldir import ModelInfo
 from acceltune.serve.batcher import Batcher, lower_thread_priority
 from acceltune.serve.errors import APIError, error_response
 from acceltune.serve.metrics import Metrics, MetricsMiddleware
-from acceltune.serve.routes import api, probes, require_api_key
+from acceltune.serve.routes import DOCS_STATIC, api, probes, require_api_key
 from acceltune.serve.shedding import LoadShedder
 from acceltune.serve.schemas import ClassifyRequest, PairClassifyRequest
 from acceltune.serve.settings import ServeSettings
@@ -142,6 +142,7 @@ def create_app(settings: ServeSettings, *, predictor_factory: PredictorFactory |
     app.state.serve = ServeState(settings=settings, info=info, metrics=metrics, request_model=request_model,
                                  predictor_factory=predictor_factory or default_predictor_factory,
                                  on_load_error=on_load_error)
+    app.state.docs_static = _mount_swagger_ui(app)
     app.include_router(probes)
     app.include_router(api, dependencies=[Depends(require_api_key)] if settings.api_keys else [])
     app.add_middleware(LoadShedder, state=app.state.serve)  # added first: runs inside MetricsMiddleware
@@ -154,6 +155,18 @@ def create_app(settings: ServeSettings, *, predictor_factory: PredictorFactory |
         422, "invalid_request", "invalid request", errors=[{k: e.get(k) for k in ("loc", "msg", "type")} for e in exc.errors()]))
     app.add_exception_handler(Exception, lambda request, exc: error_response(500, "internal_error", f"{exc.__class__.__name__}"))
     return app
+
+
+def _mount_swagger_ui(app: FastAPI) -> bool:
+    """Serve Swagger UI's files from the swagger-ui-bundle package, so /docs renders without internet."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        return False
+    from starlette.staticfiles import StaticFiles
+
+    app.mount(DOCS_STATIC, StaticFiles(directory=str(swagger_ui_path)), name="docs-static")
+    return True
 
 
 def _http_exception(request, exc: StarletteHTTPException):

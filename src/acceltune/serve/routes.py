@@ -184,6 +184,15 @@ async def openapi(request: Request) -> Response:
     return JSONResponse(request.app.openapi())
 
 
+#: Where /docs loads Swagger UI from: the swagger-ui-bundle package, mounted by the app (offline-safe).
+DOCS_STATIC = "/docs/static"
+
+
 @api.get("/docs", include_in_schema=False)
 async def docs(request: Request) -> HTMLResponse:
-    return get_swagger_ui_html(openapi_url="/openapi.json", title="acceltune serve")
+    if not getattr(request.app.state, "docs_static", False):  # package missing: Swagger UI from its CDN
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="acceltune serve")
+    return get_swagger_ui_html(openapi_url="/openapi.json", title="acceltune serve",
+                               swagger_js_url=f"{DOCS_STATIC}/swagger-ui-bundle.js",
+                               swagger_css_url=f"{DOCS_STATIC}/swagger-ui.css",
+                               swagger_favicon_url=f"{DOCS_STATIC}/favicon-32x32.png")
