@@ -250,7 +250,7 @@ def test_full_queue_still_asks_for_the_api_key_first(tiny_model_dir, predictor):
     assert sample(app, "acceltune_http_requests_total", {"path": "/v1/classify", "status": "429"}) == 1
 
 
-@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="thread priorities need Linux")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priorities are a Linux feature")
 def test_inference_threads_run_at_lower_priority(tiny_model_dir, predictor):
     async def main():
         async with serving(settings(tiny_model_dir, inference_nice=5), predictor) as c:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -34,7 +35,7 @@ def lower_thread_priority(increment: int) -> None:
     """Raise the calling thread's nice value by `increment` (Linux: nice is per thread, and threads it starts
     later, such as ONNX Runtime's or OpenMP's pool, inherit it). Inference then yields the CPU to the event
     loop, so the loop answers (and refuses) requests promptly while the model computes. No-op elsewhere."""
-    if increment <= 0 or not hasattr(os, "setpriority"):
+    if increment <= 0 or not sys.platform.startswith("linux"):  # elsewhere a thread id is not a PRIO_PROCESS target
         return
     tid = threading.get_native_id()
     try:
