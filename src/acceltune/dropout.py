@@ -102,6 +102,6 @@ def use_numpy_dropout(model: nn.Module) -> int:
         ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION, eager_mask)  # additive float mask: both paths read it
         try:
             model.set_attn_implementation(ATTENTION)
-        except (ValueError, NotImplementedError, AttributeError):
+        except (ValueError, NotImplementedError, AttributeError, KeyError, TypeError):
             pass  # a model without the attention interface keeps torch's dropout on its attention probabilities
     return swapped
