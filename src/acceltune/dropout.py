@@ -94,7 +94,10 @@ def use_numpy_dropout(model: nn.Module) -> int:
                 setattr(parent, name, NumpyDropout(child.p))
                 swapped += 1
     config = getattr(model, "config", None)
-    if config is not None and getattr(config, "_attn_implementation", None) in ("sdpa", "eager"):
+    # Only models built on transformers' attention interface route their attention through `attention`
+    # (DeBERTa, MPNet ... keep torch's dropout on the attention probabilities; their nn.Dropout are swapped).
+    can_set = getattr(model, "_can_set_attn_implementation", lambda: False)
+    if config is not None and getattr(config, "_attn_implementation", None) in ("sdpa", "eager") and can_set():
         from transformers import AttentionInterface
         from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
 
