@@ -142,10 +142,14 @@ class LengthGroupedSampler:
         visit = rng.permutation(count) if self.group_by_length and self.shuffle else np.arange(count)
         return order, visit
 
-    def global_batches(self) -> list[np.ndarray]:
+    def _iter_global_batches(self) -> Iterator[np.ndarray]:
         order, visit = self._epoch_plan()
         gbs = self.batch_size * self.num_replicas
-        return [order[i * gbs:(i + 1) * gbs] for i in visit]
+        for i in visit:
+            yield order[i * gbs:(i + 1) * gbs]
+
+    def global_batches(self) -> list[np.ndarray]:
+        return list(self._iter_global_batches())
 
     def _split_by_budget(self, batch: np.ndarray) -> list[np.ndarray]:
         if not self.max_tokens:
@@ -160,11 +164,8 @@ class LengthGroupedSampler:
         return out
 
     def _rank_batches(self) -> Iterator[np.ndarray]:
-        order, visit = self._epoch_plan()
-        gbs = self.batch_size * self.num_replicas
-        for i in visit:
-            shard = np.array_split(order[i * gbs:(i + 1) * gbs], self.num_replicas)[self.rank]
-            yield from self._split_by_budget(shard)
+        for g in self._iter_global_batches():
+            yield from self._split_by_budget(np.array_split(g, self.num_replicas)[self.rank])
 
     def batches(self) -> list[np.ndarray]:
         """This rank's batches for the current epoch, from the start (ignores start_batch)."""

@@ -140,8 +140,8 @@ def load_splits(args: DataArgs, *, seed: int = 42) -> Splits:
             idx = np.sort(keep)
             remaining -= frac
             how = "random (multi-label data cannot be stratified)" if multi else "stratified by label"
-            share = f"{len(held)} examples (--max-held-out; {frac:.0%} would be {size})" if capped else f"{frac:.0%}"
-            notes.append(f"made {split} split: {share} of {train_scan.name}, {how}, seed {seed} ({len(held)} examples)")
+            amount = f"{len(held)} examples (--max-held-out; {frac:.0%} would be {size})" if capped else f"{frac:.0%}"
+            notes.append(f"made {split} split: {amount} of {train_scan.name}, {how}, seed {seed} ({len(held)} examples)")
         train = _take(train, idx)
 
     if args.max_examples is not None and args.max_examples < len(train):
@@ -784,11 +784,11 @@ def _check_splittable(scan: _Scan, wanted: list[tuple[str, float]], multi: bool)
                         f"lower the fractions or pass {flags} files")
 
 
-def _split_indices(idx: np.ndarray, y, share: int, seed: int, scan: _Scan, split: str, frac: float):
+def _split_indices(idx: np.ndarray, y, size: int, seed: int, scan: _Scan, split: str, frac: float):
     from sklearn.model_selection import train_test_split
 
     try:
-        keep, held = train_test_split(idx, test_size=share, random_state=seed, shuffle=True, stratify=y)
+        keep, held = train_test_split(idx, test_size=size, random_state=seed, shuffle=True, stratify=y)
     except ValueError as e:
         raise UserError(f"cannot make a stratified {frac:.0%} {split} split of {scan.name}: {_first_line(e)}: "
                         f"remove or merge rare classes, or pass --{split} FILE") from None

@@ -2,12 +2,14 @@
 
 torch's CPU dropout draws its mask with `bernoulli_` on one thread at ~5 ns per element: 16% of a
 MiniLM training step on the 2-core benchmark machine. numpy's PCG64 gives 16-bit draws at ~0.4 ns
-each (raw 64-bit outputs split in four), so each `nn.Dropout` becomes a `NumpyDropout` and attention-probability dropout goes
-through an eager attention function that uses it (measured 1.11x faster steps, docs/benchmarks.md).
+each (raw 64-bit outputs split in four), so each `nn.Dropout` becomes a `NumpyDropout` and
+attention-probability dropout goes through an eager attention function that uses it (measured 1.11x
+faster steps, docs/benchmarks.md).
 The keep probability is resolved to 1/65536 (16-bit thresholds). GPUs keep torch's dropout.
 
-Masks depend only on (seed, rank, step, micro-batch): `reseed` at each micro-step makes them
-reproducible and an exactly resumed run draws the same masks, with no generator state to checkpoint.
+Masks depend only on the key the training loop passes to `reseed` before each micro-batch (seed, rank,
+epoch, batch within the epoch): they are reproducible, and an exactly resumed run draws the same masks
+with no generator state to checkpoint.
 """
 
 from __future__ import annotations
