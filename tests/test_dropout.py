@@ -27,6 +27,17 @@ def test_mask_rate_scale_and_reproducibility():
     assert torch.count_nonzero(dropout.numpy_dropout(x, 1.0)) == 0
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_kept_values_are_scaled_in_the_input_dtype(dtype):
+    # bf16 multipliers are built as bit patterns in numpy: the result must be torch's own x * bf16(1/(1-p)).
+    x = (torch.rand(64, 300) + 0.5).to(dtype)
+    dropout.reseed(5)
+    y = dropout.numpy_dropout(x, 0.1)
+    kept = y != 0
+    assert y.dtype == dtype and 0.85 < kept.float().mean().item() < 0.95
+    assert torch.equal(y[kept], (x * torch.tensor(1 / 0.9, dtype=dtype))[kept])
+
+
 def test_gradient_flows_through_kept_elements_only():
     x = torch.randn(64, 32, requires_grad=True)
     dropout.reseed(3)

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from acceltune import batching, checkpoint, dropout
+from acceltune import batching, checkpoint, dropout, master_weights
 from acceltune.config import TrainConfig
+from acceltune.cpu import trim_heap
 from acceltune.data import load_splits
 from acceltune.errors import UserError
 from acceltune.evaluate import compute_metrics, write_metrics, write_report
@@ -117,12 +118,30 @@ def param_groups(model, args) -> list[dict]:
     return list(groups.values())
 
 
-def make_optimizer(model, args, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(model, args, device: torch.device, weight_copies: dict | None = None) -> torch.optim.Optimizer:
     groups = param_groups(model, args)
+    if weight_copies:  # fused AdamW for the rest, the numba update for the weights with bf16 copies
+        return master_weights.Bf16CopyAdamW(groups, weight_copies, lr=args.learning_rate, fused=True)
     try:  # fused AdamW: one kernel over all parameters (measured faster than foreach, see docs/benchmarks.md)
         return torch.optim.AdamW(groups, lr=args.learning_rate, fused=device.type in ("cpu", "cuda"))
     except (RuntimeError, TypeError):
         return torch.optim.AdamW(groups, lr=args.learning_rate, foreach=True)
+
+
+def uses_bf16_weight_copies(args, precision, accelerator) -> bool:
+    """Only where bf16 gradients are exactly autocast's: one CPU process, no accumulation (sums of bf16
+    gradients, or a bf16 all-reduce, would round where autocast sums in fp32)."""
+    return (args.bf16_weight_copies and not args.compile and precision.name == "bf16" and accelerator.device.type == "cpu"
+            and accelerator.num_processes == 1 and args.grad_accumulation == 1 and master_weights.kernels() is not None)
+
+
+def clip_gradients(accelerator, model, optimizer, max_norm: float) -> torch.Tensor | None:
+    if max_norm <= 0:
+        return None
+    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper
+    if isinstance(inner, master_weights.Bf16CopyAdamW):  # bf16 gradients: the factor is applied in the update
+        return inner.clip_grad_norm_(max_norm)
+    return accelerator.clip_grad_norm_(model.parameters(), max_norm)
 
 
 def linear_warmup_decay(optimizer, warmup_steps: int, total_steps: int):
@@ -292,7 +311,8 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
         model = torch.compile(model, dynamic=True)
     elif args.numpy_dropout and accelerator.device.type == "cpu":
         dropout.use_numpy_dropout(model)
-    optimizer = make_optimizer(model, args, accelerator.device)
+    weight_copies = master_weights.use_bf16_weight_copies(model) if uses_bf16_weight_copies(args, precision, accelerator) else None
+    optimizer = make_optimizer(model, args, accelerator.device, weight_copies)
     sampler = batching.LengthGroupedSampler(
         train_lengths, args.batch_size, seed=args.seed, num_replicas=accelerator.num_processes,
         rank=accelerator.process_index, group_by_length=args.group_by_length)
@@ -322,7 +342,7 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
         config.save(output_dir / TRAINING_CONFIG_FILE)
     logger = RunLogger(output_dir, is_main, total_steps, quiet=quiet, resume_step=state.global_step,
                        history=state.history if args.resume else None)
-    logger.note(f"device {accelerator.device} · precision {precision.name} · world size {accelerator.num_processes} · "
+    logger.note(f"device {accelerator.device} · precision {precision.name}{' (bf16 weight copies)' if weight_copies else ''} · world size {accelerator.num_processes} · "
                 f"{len(splits.train)} train examples{' (tokenized per batch)' if lazy else ''} · max length {info.max_length} · "
                 f"{total_steps} steps")
     for note in splits.notes:
@@ -355,7 +375,7 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
                 if not last_micro:
                     continue
                 micro = 0
-                grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm) if args.max_grad_norm > 0 else None
+                grad_norm = clip_gradients(accelerator, model, optimizer, args.max_grad_norm)
                 optimizer.step()
                 if not accelerator.optimizer_step_was_skipped:
                     scheduler.step()
@@ -406,6 +426,7 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
                 state.epoch += 1
                 state.batches_in_epoch = 0
     logger.close()
+    trim_heap()  # the activations' high-water mark would otherwise stay resident under evaluation and the report
 
     # 6. The final model is the best checkpoint (or the last, without validation): evaluate it on test.
     if "validation" not in tokenized:
@@ -428,6 +449,7 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
     for split in ("validation", "test"):
         if split in tokenized:
             metrics[split] = evaluate_split(model, tokenized[split], collator, accelerator, info, loss_fn, detailed=True)
+    trim_heap()  # and evaluation's: the report's figures then start from the live set
     if is_main:
         write_metrics(output_dir / "metrics.json", metrics)
         write_report(output_dir, metrics, info.labels, state.history, split="test" if "test" in metrics else "validation",

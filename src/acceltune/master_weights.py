@@ -1,0 +1,157 @@
+"""bf16 weight copies written by the optimizer, for bf16 training on the CPU.
+
+Under autocast every step casts each Linear weight to bf16 for the forward pass and each bf16 weight
+gradient back to fp32 for the optimizer; clipping then reads and rescales those fp32 gradients and
+AdamW reads them once more. On the 2-core benchmark machine that weight-side traffic was a quarter
+of a MiniLM step. Here each trained nn.Linear computes with a bf16 copy of its fp32 weight; backward
+leaves bf16 gradients on the copies; one numba kernel per weight applies AdamW to the fp32 weight
+(still the parameter: state dicts, checkpoints and saved models do not change) straight from the
+bf16 gradient, folds in the clipping factor, and writes the new bf16 copy in the same pass. The
+arithmetic is autocast's (bf16 weights and gradients, fp32 update), so results match it to rounding.
+
+Single-process CPU bf16 training without gradient accumulation only: elsewhere (GPUs, DDP, where bf16
+gradients would be all-reduced or summed in bf16) the loop keeps autocast. Without numba, likewise.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_KERNELS = None
+
+
+def kernels():
+    """The compiled numba kernels (cached on disk after the first compilation), or None without numba."""
+    global _KERNELS
+    if _KERNELS is None:
+        try:
+            from acceltune import bf16_kernels
+
+            bf16_kernels.warm_up()
+            _KERNELS = bf16_kernels
+        except Exception:  # no numba wheel for this platform, or LLVM refused: autocast it is
+            _KERNELS = False
+    return _KERNELS or None
+
+
+class Bf16CopyLinear(nn.Linear):
+    """nn.Linear whose training forward uses `weight_bf16`, kept equal to bf16(weight)."""
+
+    weight_bf16: torch.Tensor
+    weight_bf16_version: int
+
+    def refresh_copy(self) -> None:
+        """Re-derive the copy after the fp32 weight changed outside the optimizer (load_state_dict)."""
+        with torch.no_grad():
+            self.weight_bf16 = self.weight.detach().to(torch.bfloat16).requires_grad_(True)
+        self.weight_bf16_version = self.weight._version
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and torch.is_grad_enabled()):
+            return super().forward(x)  # evaluation: the fp32 weight, cast by autocast as usual
+        if self.weight._version != self.weight_bf16_version:
+            self.refresh_copy()
+        return F.linear(x, self.weight_bf16, self.bias)
+
+
+def use_bf16_weight_copies(model: nn.Module) -> dict[nn.Parameter, Bf16CopyLinear]:
+    """Turn every trained nn.Linear (weight used once) into a Bf16CopyLinear; returns weight -> module."""
+    uses: dict[int, int] = {}
+    for m in model.modules():
+        if type(m) is nn.Linear:
+            uses[id(m.weight)] = uses.get(id(m.weight), 0) + 1
+    copies = {}
+    for m in model.modules():
+        if (type(m) is nn.Linear and m.weight.requires_grad and m.weight.dtype == torch.float32
+                and m.weight.is_contiguous() and uses[id(m.weight)] == 1):
+            m.__class__ = Bf16CopyLinear  # same parameters, same state dict keys
+            m.refresh_copy()
+            copies[m.weight] = m
+    return copies
+
+
+def _flat(t: torch.Tensor, dtype: torch.dtype | None = None):
+    """A 1-D numpy view of t's memory (the kernels write through it, so no contiguous copy)."""
+    t = t.detach()
+    assert t.is_contiguous(), "bf16 weight copies need contiguous tensors"
+    return (t.view(dtype) if dtype is not None else t).view(-1).numpy()
+
+
+class Bf16CopyAdamW(torch.optim.AdamW):
+    """AdamW (torch's, for every parameter without a bf16 copy) plus the fused numba update for those with one.
+
+    The state per parameter is torch AdamW's (fp32 exp_avg, exp_avg_sq, step), so checkpoints load
+    into either optimizer. Call `clip_grad_norm_` instead of torch's: the bf16 gradients are read in
+    fp32 and the clipping factor is applied inside the update, not by rewriting the gradients.
+    """
+
+    def __init__(self, params, copies: dict[nn.Parameter, Bf16CopyLinear], **kwargs):
+        if kwargs.get("amsgrad") or kwargs.get("maximize"):
+            raise ValueError("Bf16CopyAdamW implements plain AdamW only (no amsgrad, no maximize)")
+        super().__init__(params, **kwargs)
+        self.copies = copies
+        self._clip_factor = 1.0
+        self._views: dict[nn.Parameter, tuple] = {}
+
+    def _arrays(self, p, m: Bf16CopyLinear, state: dict) -> tuple:
+        """numpy views of the copy, weight and moments, kept while the same tensors are in place
+        (a loaded state dict or a refreshed copy brings new ones)."""
+        tensors = (m.weight_bf16, state["exp_avg"], state["exp_avg_sq"], p.data_ptr())
+        cached = self._views.get(p)
+        if cached is None or any(a is not b for a, b in zip(cached[0][:3], tensors)) or cached[0][3] != tensors[3]:
+            cached = self._views[p] = (tensors, (_flat(m.weight_bf16, torch.uint16), _flat(p), _flat(state["exp_avg"]), _flat(state["exp_avg_sq"])))
+        return cached[1]
+
+    def _copy_grads(self):
+        return [(p, m) for p, m in self.copies.items() if m.weight_bf16.grad is not None]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        super().zero_grad(set_to_none)
+        for m in self.copies.values():
+            if set_to_none:
+                m.weight_bf16.grad = None
+            elif m.weight_bf16.grad is not None:
+                m.weight_bf16.grad.zero_()
+
+    @torch.no_grad()
+    def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
+        """torch.nn.utils.clip_grad_norm_ over all gradients (bf16 copies included); returns the total norm."""
+        k = kernels()
+        squares = sum(k.sum_of_squares(_flat(m.weight_bf16.grad.contiguous(), torch.uint16)) for _, m in self._copy_grads())
+        others = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        if others:
+            squares += float(torch.stack(torch._foreach_norm(others)).square().sum())
+        norm = squares ** 0.5
+        self._clip_factor = min(1.0, max_norm / (norm + 1e-6))
+        if others and self._clip_factor < 1.0:
+            torch._foreach_mul_(others, self._clip_factor)
+        return torch.tensor(norm)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if closure is not None:
+            raise ValueError("Bf16CopyAdamW.step takes no closure")
+        k = kernels()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            lr = float(group["lr"])
+            for p in group["params"]:
+                m = self.copies.get(p)
+                if m is None or m.weight_bf16.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.tensor(0.0)
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                t = float(state["step"])
+                k.adamw_update(*self._arrays(p, m, state), _flat(m.weight_bf16.grad.contiguous(), torch.uint16), self._clip_factor,
+                               lr, beta1, beta2, group["eps"], group["weight_decay"], 1.0 - beta1 ** t, (1.0 - beta2 ** t) ** 0.5)
+                # numpy wrote p in place, which bumps no version counter: the copy is current. (object.__setattr__:
+                # nn.Module's would search its parameter and buffer tables, 38 times a step.)
+                object.__setattr__(m, "weight_bf16_version", p._version)
+        self._clip_factor = 1.0
+        return super().step()  # parameters without a copy (their grads were scaled by clip_grad_norm_)
