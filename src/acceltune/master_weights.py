@@ -98,10 +98,12 @@ class Bf16CopyAdamW(torch.optim.AdamW):
     def _arrays(self, p, m: Bf16CopyLinear, state: dict) -> tuple:
         """numpy views of the copy, weight and moments, kept while the same tensors are in place
         (a loaded state dict or a refreshed copy brings new ones)."""
-        tensors = (m.weight_bf16, state["exp_avg"], state["exp_avg_sq"], p.data_ptr())
+        key = (id(m.weight_bf16), id(state["exp_avg"]), id(state["exp_avg_sq"]), p.data_ptr())
         cached = self._views.get(p)
-        if cached is None or any(a is not b for a, b in zip(cached[0][:3], tensors)) or cached[0][3] != tensors[3]:
-            cached = self._views[p] = (tensors, (_flat(m.weight_bf16, torch.uint16), _flat(p), _flat(state["exp_avg"]), _flat(state["exp_avg_sq"])))
+        if cached is None or cached[0] != key:
+            views = (_flat(m.weight_bf16, torch.uint16), _flat(p), _flat(state["exp_avg"]), _flat(state["exp_avg_sq"]))
+            # The tensors ride along so that their ids cannot be reused while the views exist.
+            cached = self._views[p] = (key, views, (m.weight_bf16, state["exp_avg"], state["exp_avg_sq"]))
         return cached[1]
 
     def _copy_grads(self):
