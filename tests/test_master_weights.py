@@ -69,25 +69,33 @@ def train_steps(model, optimizer, batch, labels, steps: int, clip) -> list[float
 
 
 @pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no AVX-512 BF16 or AMX")
-def test_training_with_copies_equals_autocast_and_keeps_fp32_state(tiny_model_dir):
+@pytest.mark.parametrize("fuse", [False, True])
+def test_training_with_copies_equals_autocast_and_keeps_fp32_state(tiny_model_dir, fuse):
+    # Unfused, the arithmetic is autocast's (to summation order); fused query/key/value round the input
+    # gradient once instead of three times, so the runs drift apart by rounding only.
+    tol = dict(norm=2e-2, weight=3e-4) if fuse else dict(norm=1e-4, weight=2e-5)
     base = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, hidden_dropout_prob=0.0,
                                                               attention_probs_dropout_prob=0.0)
     batch, labels = tiny_batch(tiny_model_dir)
     ref, fast = copy.deepcopy(base).train(), copy.deepcopy(base).train()
     ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-3, weight_decay=0.01, fused=True)
-    copies = master_weights.use_bf16_weight_copies(fast)
+    copies = master_weights.use_bf16_weight_copies(fast, fuse_projections=fuse)
     assert len(copies) == sum(type(m) is torch.nn.Linear for m in base.modules())
+    groups = {id(m.group) for m in copies.values() if m.group is not None}
+    assert len(groups) == (base.config.num_hidden_layers if fuse else 0)  # one query/key/value group per layer
     opt = master_weights.Bf16CopyAdamW(fast.parameters(), copies, lr=1e-3, weight_decay=0.01, fused=True)
     max_norm = 0.05  # small enough that every step clips
     ref_norms = train_steps(ref, ref_opt, batch, labels, 5, lambda: torch.nn.utils.clip_grad_norm_(ref.parameters(), max_norm))
     norms = train_steps(fast, opt, batch, labels, 5, lambda: opt.clip_grad_norm_(max_norm))
     assert min(norms) > max_norm
-    assert norms == pytest.approx(ref_norms, rel=1e-4)
+    assert norms == pytest.approx(ref_norms, rel=tol["norm"])
     a, b = ref.state_dict(), fast.state_dict()
     assert a.keys() == b.keys()  # same parameters, no copies in the state dict
     for name in a:
         assert b[name].dtype == a[name].dtype
-        torch.testing.assert_close(b[name], a[name], rtol=0, atol=2e-5, msg=name)
+        if fuse and name.endswith("key.bias"):
+            continue  # its true gradient is 0 (softmax ignores a per-query shift): Adam turns rounding noise into full steps
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=tol["weight"], msg=name)
     assert set(opt.state_dict()["state"][0]) == {"step", "exp_avg", "exp_avg_sq"}  # torch AdamW's state: loads either way
     # The copy follows weights loaded from elsewhere (load_state_dict writes through copy_, bumping the version).
     fast.load_state_dict(base.state_dict())

@@ -36,28 +36,87 @@ def kernels():
     return _KERNELS or None
 
 
-class Bf16CopyLinear(nn.Linear):
-    """nn.Linear whose training forward uses `weight_bf16`, kept equal to bf16(weight)."""
+PROJECTION_TRIPLES = (("query", "key", "value"), ("q_lin", "k_lin", "v_lin"), ("q_proj", "k_proj", "v_proj"))
+"""Sibling Linear names of self-attention projections (BERT/RoBERTa/ELECTRA/ALBERT, DistilBERT, others)."""
 
-    weight_bf16: torch.Tensor
+
+class Bf16CopyLinear(nn.Linear):
+    """nn.Linear whose training forward uses a bf16 copy of its weight, kept equal to bf16(weight).
+
+    The copy is its own leaf tensor, or rows of a `FusedProjections` leaf shared with sibling
+    projections of the same input (one matmul for query, key and value)."""
+
+    weight_bf16: torch.Tensor | None
     weight_bf16_version: int
+    group: "FusedProjections | None"
+
+    def copy_tensor(self) -> torch.Tensor:
+        """The bf16 copy (detached; rows of the group's copy when grouped)."""
+        return self.group.rows(self, self.group.copy.detach()) if self.group else self.weight_bf16.detach()
+
+    def copy_grad(self) -> torch.Tensor | None:
+        leaf = self.group.copy if self.group else self.weight_bf16
+        return None if leaf.grad is None else (self.group.rows(self, leaf.grad) if self.group else leaf.grad)
 
     def refresh_copy(self) -> None:
         """Re-derive the copy after the fp32 weight changed outside the optimizer (load_state_dict)."""
         with torch.no_grad():
-            self.weight_bf16 = self.weight.detach().to(torch.bfloat16).requires_grad_(True)
+            if self.group:
+                self.copy_tensor().copy_(self.weight)
+            else:
+                self.weight_bf16 = self.weight.detach().to(torch.bfloat16).requires_grad_(True)
         self.weight_bf16_version = self.weight._version
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and torch.is_grad_enabled()):
             return super().forward(x)  # evaluation: the fp32 weight, cast by autocast as usual
+        if self.group:
+            return self.group.output(self, x)
         if self.weight._version != self.weight_bf16_version:
             self.refresh_copy()
         return F.linear(x, self.weight_bf16, self.bias)
 
 
-def use_bf16_weight_copies(model: nn.Module) -> dict[nn.Parameter, Bf16CopyLinear]:
-    """Turn every trained nn.Linear (weight used once) into a Bf16CopyLinear; returns weight -> module."""
+class FusedProjections:
+    """Query, key and value of one attention block as one matmul over one bf16 copy (measured ~0.7 ms
+    less per MiniLM layer and step than three: one input cast, one wider GEMM, one input-gradient GEMM).
+
+    The first member called with an input computes all three outputs; a sibling called with the same
+    tensor object takes its share. A sibling called with another input (cross-attention) computes
+    its own rows alone, so the result is always what three separate Linears would give."""
+
+    def __init__(self, members: list[Bf16CopyLinear]):
+        self.members = members
+        self.sizes = [m.out_features for m in members]
+        self.offsets = [sum(self.sizes[:i]) for i in range(len(members))]
+        with torch.no_grad():
+            self.copy = torch.cat([m.weight.detach() for m in members]).to(torch.bfloat16).requires_grad_(True)
+        self._input: torch.Tensor | None = None
+        self._outputs: list = []
+
+    def rows(self, member: Bf16CopyLinear, t: torch.Tensor) -> torch.Tensor:
+        i = self.members.index(member)
+        return t[self.offsets[i]:self.offsets[i] + self.sizes[i]]
+
+    def output(self, member: Bf16CopyLinear, x: torch.Tensor) -> torch.Tensor:
+        i = self.members.index(member)
+        if x is not self._input or self._outputs[i] is None:
+            for m in self.members:  # all rows current before the shared copy is used (it is saved for backward)
+                if m.weight._version != m.weight_bf16_version:
+                    m.refresh_copy()
+            if i != 0:  # not the first projection of this input: compute only this one
+                return F.linear(x, self.rows(member, self.copy), member.bias)
+            bias = torch.cat([m.bias for m in self.members]) if member.bias is not None else None
+            self._input, self._outputs = x, list(F.linear(x, self.copy, bias).split(self.sizes, dim=-1))
+        out, self._outputs[i] = self._outputs[i], None
+        if all(o is None for o in self._outputs):
+            self._input = None  # nothing held between steps
+        return out
+
+
+def use_bf16_weight_copies(model: nn.Module, fuse_projections: bool = True) -> dict[nn.Parameter, Bf16CopyLinear]:
+    """Turn every trained nn.Linear (weight used once) into a Bf16CopyLinear, query/key/value siblings
+    sharing one copy (`fuse_projections`); returns weight -> module."""
     uses: dict[int, int] = {}
     for m in model.modules():
         if type(m) is nn.Linear:
@@ -67,8 +126,17 @@ def use_bf16_weight_copies(model: nn.Module) -> dict[nn.Parameter, Bf16CopyLinea
         if (type(m) is nn.Linear and m.weight.requires_grad and m.weight.dtype == torch.float32
                 and m.weight.is_contiguous() and uses[id(m.weight)] == 1):
             m.__class__ = Bf16CopyLinear  # same parameters, same state dict keys
+            m.group = None
             m.refresh_copy()
             copies[m.weight] = m
+    for parent in model.modules() if fuse_projections else ():
+        for names in PROJECTION_TRIPLES:
+            members = [getattr(parent, n, None) for n in names]
+            if (all(isinstance(m, Bf16CopyLinear) for m in members) and len({m.in_features for m in members}) == 1
+                    and len({m.bias is None for m in members}) == 1):
+                group = FusedProjections(members)
+                for m in members:
+                    m.group, m.weight_bf16 = group, None
     return copies
 
 
@@ -98,30 +166,31 @@ class Bf16CopyAdamW(torch.optim.AdamW):
     def _arrays(self, p, m: Bf16CopyLinear, state: dict) -> tuple:
         """numpy views of the copy, weight and moments, kept while the same tensors are in place
         (a loaded state dict or a refreshed copy brings new ones)."""
-        key = (id(m.weight_bf16), id(state["exp_avg"]), id(state["exp_avg_sq"]), p.data_ptr())
+        tensors = (m.copy_tensor(), state["exp_avg"], state["exp_avg_sq"], p)
+        key = tuple(t.data_ptr() for t in tensors)
         cached = self._views.get(p)
         if cached is None or cached[0] != key:
-            views = (_flat(m.weight_bf16, torch.uint16), _flat(p), _flat(state["exp_avg"]), _flat(state["exp_avg_sq"]))
-            # The tensors ride along so that their ids cannot be reused while the views exist.
-            cached = self._views[p] = (key, views, (m.weight_bf16, state["exp_avg"], state["exp_avg_sq"]))
+            views = (_flat(tensors[0], torch.uint16), _flat(p), _flat(state["exp_avg"]), _flat(state["exp_avg_sq"]))
+            # The tensors ride along so that their memory, hence their addresses, cannot be reused meanwhile.
+            cached = self._views[p] = (key, views, tensors)
         return cached[1]
 
-    def _copy_grads(self):
-        return [(p, m) for p, m in self.copies.items() if m.weight_bf16.grad is not None]
+    def _copy_grads(self) -> list[tuple[nn.Parameter, torch.Tensor]]:
+        return [(p, g) for p, g in ((p, m.copy_grad()) for p, m in self.copies.items()) if g is not None]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         super().zero_grad(set_to_none)
-        for m in self.copies.values():
+        for leaf in {id(t): t for t in (m.group.copy if m.group else m.weight_bf16 for m in self.copies.values())}.values():
             if set_to_none:
-                m.weight_bf16.grad = None
-            elif m.weight_bf16.grad is not None:
-                m.weight_bf16.grad.zero_()
+                leaf.grad = None
+            elif leaf.grad is not None:
+                leaf.grad.zero_()
 
     @torch.no_grad()
     def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
         """torch.nn.utils.clip_grad_norm_ over all gradients (bf16 copies included); returns the total norm."""
         k = kernels()
-        squares = sum(k.sum_of_squares(_flat(m.weight_bf16.grad.contiguous(), torch.uint16)) for _, m in self._copy_grads())
+        squares = sum(k.sum_of_squares(_flat(g.contiguous(), torch.uint16)) for _, g in self._copy_grads())
         others = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
         if others:
             squares += float(torch.stack(torch._foreach_norm(others)).square().sum())
@@ -136,13 +205,15 @@ class Bf16CopyAdamW(torch.optim.AdamW):
         if closure is not None:
             raise ValueError("Bf16CopyAdamW.step takes no closure")
         k = kernels()
+        grads = dict(self._copy_grads())
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             lr = float(group["lr"])
             for p in group["params"]:
-                m = self.copies.get(p)
-                if m is None or m.weight_bf16.grad is None:
+                grad = grads.get(p)
+                if grad is None:
                     continue
+                m = self.copies[p]
                 state = self.state[p]
                 if not state:
                     state["step"] = torch.tensor(0.0)
@@ -150,7 +221,7 @@ class Bf16CopyAdamW(torch.optim.AdamW):
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
                 t = float(state["step"])
-                k.adamw_update(*self._arrays(p, m, state), _flat(m.weight_bf16.grad.contiguous(), torch.uint16), self._clip_factor,
+                k.adamw_update(*self._arrays(p, m, state), _flat(grad.contiguous(), torch.uint16), self._clip_factor,
                                lr, beta1, beta2, group["eps"], group["weight_decay"], 1.0 - beta1 ** t, (1.0 - beta2 ** t) ** 0.5)
                 # numpy wrote p in place, which bumps no version counter: the copy is current. (object.__setattr__:
                 # nn.Module's would search its parameter and buffer tables, 38 times a step.)
