@@ -8,6 +8,7 @@ leaves bf16 gradients on the copies; one numba kernel per weight applies AdamW t
 (still the parameter: state dicts, checkpoints and saved models do not change) straight from the
 bf16 gradient, folds in the clipping factor, and writes the new bf16 copy in the same pass. The
 arithmetic is autocast's (bf16 weights and gradients, fp32 update), so results match it to rounding.
+Query, key and value of an attention block share one copy and run as one matmul (`FusedProjections`).
 
 Single-process CPU bf16 training without gradient accumulation only: elsewhere (GPUs, DDP, where bf16
 gradients would be all-reduced or summed in bf16) the loop keeps autocast. Without numba, likewise.
