@@ -107,7 +107,7 @@ def test_training_with_copies_equals_autocast_and_keeps_fp32_state(tiny_model_di
         torch.testing.assert_close(fast(**batch).logits.detach(), expected)
 
 
-def test_without_numba_training_keeps_autocast(monkeypatch, tmp_path, tiny_model_dir):
+def test_copies_only_where_they_apply_and_autocast_otherwise(monkeypatch, tmp_path, tiny_model_dir):
     from helpers import write_labeled_csv
 
     from acceltune.config import DataArgs, ModelArgs, TrainArgs, TrainConfig

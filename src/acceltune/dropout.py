@@ -14,6 +14,7 @@ with no generator state to checkpoint.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -44,11 +45,16 @@ class MaskSource:
         """0 where dropped, 1/(1-p) (rounded to dtype) where kept: one torch multiply applies it."""
         keep = self.keep(shape, p)
         if dtype == torch.bfloat16:  # numpy has no bf16: build its bit patterns as uint16 and view them
-            scale = torch.tensor(1.0 / (1.0 - p), dtype=torch.bfloat16).view(torch.uint16).item()
-            mult = torch.from_numpy(keep.view(np.uint8).astype(np.uint16) * np.uint16(scale)).view(torch.bfloat16)
+            mult = torch.from_numpy(keep.view(np.uint8).astype(np.uint16) * _bf16_bits(1.0 / (1.0 - p))).view(torch.bfloat16)
         else:
             mult = torch.from_numpy(keep * np.float32(1.0 / (1.0 - p))).to(dtype)
         return mult.view(shape)
+
+
+@functools.lru_cache(maxsize=16)
+def _bf16_bits(value: float) -> np.uint16:
+    """value rounded to bf16, as its 16-bit pattern (one torch call per dropout rate, not per mask)."""
+    return np.uint16(torch.tensor(value, dtype=torch.bfloat16).view(torch.uint16).item())
 
 
 MASKS = MaskSource()

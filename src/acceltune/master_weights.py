@@ -55,12 +55,21 @@ class Bf16CopyLinear(nn.Linear):
         """The bf16 copy (detached; rows of the group's copy when grouped)."""
         return self.group.rows(self, self.group.copy.detach()) if self.group else self.weight_bf16.detach()
 
-    def copy_grad(self) -> torch.Tensor | None:
-        leaf = self.group.copy if self.group else self.weight_bf16
-        return None if leaf.grad is None else (self.group.rows(self, leaf.grad) if self.group else leaf.grad)
+    def copy_leaf(self) -> torch.Tensor:
+        """The autograd leaf that receives this weight's bf16 gradient (shared within a group)."""
+        return self.group.copy if self.group else self.weight_bf16
 
-    def refresh_copy(self) -> None:
-        """Re-derive the copy after the fp32 weight changed outside the optimizer (load_state_dict)."""
+    def copy_grad(self) -> torch.Tensor | None:
+        grad = self.copy_leaf().grad
+        if grad is None or not self.group:
+            return grad
+        return self.group.rows(self, grad)
+
+    def refresh_copy_if_stale(self) -> None:
+        """Re-derive the copy after the fp32 weight changed outside the optimizer (load_state_dict bumps
+        its version; the optimizer's numpy writes do not)."""
+        if self.weight._version == self.weight_bf16_version:
+            return
         with torch.no_grad():
             if self.group:
                 self.copy_tensor().copy_(self.weight)
@@ -73,8 +82,7 @@ class Bf16CopyLinear(nn.Linear):
             return super().forward(x)  # evaluation: the fp32 weight, cast by autocast as usual
         if self.group:
             return self.group.output(self, x)
-        if self.weight._version != self.weight_bf16_version:
-            self.refresh_copy()
+        self.refresh_copy_if_stale()
         return F.linear(x, self.weight_bf16, self.bias)
 
 
@@ -103,8 +111,7 @@ class FusedProjections:
         i = self.members.index(member)
         if x is not self._input or self._outputs[i] is None:
             for m in self.members:  # all rows current before the shared copy is used (it is saved for backward)
-                if m.weight._version != m.weight_bf16_version:
-                    m.refresh_copy()
+                m.refresh_copy_if_stale()
             if i != 0:  # not the first projection of this input: compute only this one
                 return F.linear(x, self.rows(member, self.copy), member.bias)
             bias = torch.cat([m.bias for m in self.members]) if member.bias is not None else None
@@ -127,8 +134,8 @@ def use_bf16_weight_copies(model: nn.Module, fuse_projections: bool = True) -> d
         if (type(m) is nn.Linear and m.weight.requires_grad and m.weight.dtype == torch.float32
                 and m.weight.is_contiguous() and uses[id(m.weight)] == 1):
             m.__class__ = Bf16CopyLinear  # same parameters, same state dict keys
-            m.group = None
-            m.refresh_copy()
+            m.group, m.weight_bf16_version = None, -1  # no copy yet: versions start at 0
+            m.refresh_copy_if_stale()
             copies[m.weight] = m
     for parent in model.modules() if fuse_projections else ():
         for names in PROJECTION_TRIPLES:
@@ -181,7 +188,7 @@ class Bf16CopyAdamW(torch.optim.AdamW):
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         super().zero_grad(set_to_none)
-        for leaf in {id(t): t for t in (m.group.copy if m.group else m.weight_bf16 for m in self.copies.values())}.values():
+        for leaf in {id(m.copy_leaf()): m.copy_leaf() for m in self.copies.values()}.values():  # a group's leaf once
             if set_to_none:
                 leaf.grad = None
             elif leaf.grad is not None:

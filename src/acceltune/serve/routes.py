@@ -17,13 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from acceltune.serve.batcher import (
-    Draining,
-    InferenceFailed,
-    InputTooLong,
-    QueueFull,
-    RequestTimeout,
-)
+from acceltune.serve.batcher import Draining, InferenceFailed, InputTooLong, QueueFull, RequestTimeout
 from acceltune.serve.errors import APIError, error_response
 from acceltune.serve.schemas import ClassifyResponse, ErrorResponse, ModelResponse
 
