@@ -90,7 +90,7 @@ def worker(args) -> dict:
         size_files = [p.name for p in size_dir.iterdir() if p.suffix in (".safetensors", ".bin")]
     else:
         os.environ["ACCELTUNE_THREADS"] = str(threads)
-        from acceltune.inference import Predictor
+        from acceltune.inference.predictor import Predictor
 
         if args.backend == "torch":
             import torch
@@ -163,7 +163,7 @@ def cpu_features() -> list[str]:
 
 
 def ensure_exports(model_dir: Path, work_dir: Path, data: str, reuse: bool, int8_min_agreement: float | None) -> dict:
-    from acceltune.export import export_model
+    from acceltune.export.onnx import export_model
 
     out = {}
     for name, q in (("onnx_fp32", None), ("onnx_int8", "int8")):

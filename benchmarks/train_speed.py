@@ -306,7 +306,7 @@ def acceltune_worker(args) -> dict:
     from acceltune import batching
     from acceltune.config import TrainConfig
     from acceltune.modeling import load_tokenizer
-    from acceltune.train import train
+    from acceltune.training.loop import train
 
     t0 = time.perf_counter()
     flat = dict(train=args.subset_csv, test=args.test, validation_fraction=0.0, model=args.model, epochs=args.epochs,

@@ -124,7 +124,7 @@ def test_predict_and_evaluate_on_a_model_directory(capsys, tmp_path, tiny_model_
     assert [r["id"] for r in rows] == ["1", "2", "3"]  # ids are copied as read (text)
     assert all(len(r["top_k"]) == 2 and r["label"] == r["top_k"][0]["label"] for r in rows)
     # Same results one at a time (batch composition does not matter).
-    from acceltune.inference import Predictor
+    from acceltune.inference.predictor import Predictor
 
     p = Predictor(tiny_model_dir)
     for text, row in zip(["short", "a somewhat longer text than the first one", "mid length text"], rows):

@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 
 from acceltune.batching import LengthGroupedSampler
 from acceltune.config import DataArgs, ModelArgs, TrainArgs, TrainConfig
-from acceltune.train import train
+from acceltune.training.loop import train
 from conftest import make_tiny_bert_dir
 from helpers import write_labeled_csv
 
@@ -178,7 +178,7 @@ def test_a_user_error_in_the_processes_is_one_line_and_exit_2(runs):
 def test_child_arguments_reproduce_the_config_without_the_launcher_flags():
     from acceltune.cli import build_parser
     from acceltune.commands.train import config_from_args
-    from acceltune.distributed import LAUNCHER_FIELDS, child_arguments
+    from acceltune.training.launch import LAUNCHER_FIELDS, child_arguments
 
     cfg = TrainConfig(data=DataArgs(train="a b.csv", delimiter="-", max_examples=50),
                       model=ModelArgs(model="m", max_length=64, freeze_embeddings=False),
@@ -198,7 +198,7 @@ def test_child_arguments_reproduce_the_config_without_the_launcher_flags():
 def test_inside_an_existing_launcher_nothing_is_relaunched(monkeypatch):
     import argparse
 
-    from acceltune import distributed
+    from acceltune.training import launch as distributed
     from acceltune.commands import train as command
 
     seen = {}

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from acceltune import dropout
+from acceltune.speedups import dropout
 
 
 def test_mask_rate_scale_and_reproducibility():

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from acceltune.errors import UserError
-from acceltune.export import check_parity, export_model
-from acceltune.inference import Predictor
+from acceltune.export.onnx import check_parity, export_model
+from acceltune.inference.predictor import Predictor
 
 TEXTS = [
     "ok",
@@ -72,7 +72,7 @@ def test_int8_export_and_agreement_check(tiny_model_dir, int8_dir):
 
 
 def test_parity_check_fails_loudly_and_writes_nothing(tiny_model_dir, tmp_path, monkeypatch):
-    import acceltune.export as ex
+    import acceltune.export.onnx as ex
 
     real = ex._torch_reference
 
@@ -91,7 +91,7 @@ def test_parity_check_fails_loudly_and_writes_nothing(tiny_model_dir, tmp_path, 
 def test_check_parity_reports_agreement(int8_dir, tiny_model_dir):
     from transformers import AutoModelForSequenceClassification
 
-    from acceltune.export import _torch_reference
+    from acceltune.export.onnx import _torch_reference
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir).eval()
     ok = check_parity(_torch_reference(model), int8_dir, TEXTS, "int8", "onnx")

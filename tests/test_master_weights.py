@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from acceltune import master_weights
+from acceltune.speedups import master_weights
 from acceltune.hardware import cpu_has_bf16
 
 pytestmark = pytest.mark.skipif(master_weights.kernels() is None, reason="numba is not installed")
@@ -111,7 +111,7 @@ def test_copies_only_where_they_apply_and_autocast_otherwise(monkeypatch, tmp_pa
     from helpers import write_labeled_csv
 
     from acceltune.config import DataArgs, ModelArgs, TrainArgs, TrainConfig
-    from acceltune.train import train
+    from acceltune.training.loop import train
 
     used = []
     real = master_weights.use_bf16_weight_copies

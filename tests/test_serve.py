@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from acceltune.errors import UserError
-from acceltune.inference import Predictor
+from acceltune.inference.predictor import Predictor
 from acceltune.serve import ServeSettings, create_app
 
 TEXTS = ["I love this movie", "this was terrible", "an ordinary afternoon", "where is my card",

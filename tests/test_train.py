@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from acceltune.config import DataArgs, ModelArgs, TrainArgs, TrainConfig
 from acceltune.errors import UserError
 from acceltune.hardware import cpu_has_bf16
-from acceltune.train import TrainingInterrupted, train
+from acceltune.training.loop import TrainingInterrupted, train
 from helpers import write_labeled_csv
 
 
@@ -112,7 +112,7 @@ def test_resume_refuses_settings_that_change_the_batches(tmp_path, data_csv, tin
         train(tiny_config(data_csv, tiny_model_dir, out, resume=True, batch_size=8, seed=8), quiet=True)
     # A longer run is allowed (epochs/max_steps may change), and the world size is checked too.
     train(tiny_config(data_csv, tiny_model_dir, out, resume=True, max_steps=4), quiet=True)
-    from acceltune import checkpoint
+    from acceltune.training import checkpoint
 
     latest = checkpoint.latest_checkpoint(out)
     assert json.loads((latest / checkpoint.STATE_FILE).read_text())["world_size"] == 1
@@ -125,7 +125,7 @@ def test_checkpoint_write_is_atomic(tmp_path, data_csv, tiny_model_dir, monkeypa
     out = tmp_path / "run"
     with pytest.raises(TrainingInterrupted):
         train(tiny_config(data_csv, tiny_model_dir, out, save_every=2), stop_after_steps=2, quiet=True)
-    from acceltune import checkpoint
+    from acceltune.training import checkpoint
 
     def crash(*a, **k):
         raise OSError("disk full")
@@ -189,7 +189,7 @@ def test_sentence_pair_task_trains_and_predicts_pairs(tmp_path, tiny_model_dir):
                       model=ModelArgs(model=str(tiny_model_dir), max_length=32),
                       train=TrainArgs(output_dir=str(tmp_path / "run"), batch_size=4, max_steps=3))
     train(cfg, quiet=True)
-    from acceltune.inference import Predictor
+    from acceltune.inference.predictor import Predictor
 
     p = Predictor(tmp_path / "run")
     assert p.info.text_pair is True

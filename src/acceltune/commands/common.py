@@ -20,7 +20,7 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_predictor(args: argparse.Namespace):
-    from acceltune.inference import Predictor
+    from acceltune.inference.predictor import Predictor
 
     return Predictor(args.model_dir, backend=args.backend, device=args.device, precision=args.precision,
                      max_batch_tokens=args.max_batch_tokens)

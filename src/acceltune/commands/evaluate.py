@@ -22,7 +22,8 @@ def run(args: argparse.Namespace) -> int:
 
     from acceltune.config import DataArgs
     from acceltune.data import load_labeled
-    from acceltune.evaluate import compute_metrics, write_metrics, write_report
+    from acceltune.metrics import compute_metrics, write_metrics
+    from acceltune.report import write_report
 
     out = Path(args.output_dir) if args.output_dir else Path(args.model_dir) / "evaluation" / Path(args.data).stem
     if (out / "metrics.json").exists() and not args.overwrite:

@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from acceltune.export import export_model
+    from acceltune.export.onnx import export_model
 
     quiet = bool(args.json)
     result = export_model(

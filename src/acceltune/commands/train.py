@@ -34,12 +34,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if config.train.nproc_per_node > 1 or config.train.nnodes > 1:
-        from acceltune.distributed import launch
+        from acceltune.training.launch import launch
 
         return launch(config, args)
     from rich.console import Console
 
-    from acceltune.train import TrainingInterrupted, train
+    from acceltune.training.loop import TrainingInterrupted, train
 
     console = Console(stderr=True)
     try:

@@ -41,7 +41,7 @@ PredictorFactory = Callable[[ServeSettings], "object"]
 
 
 def default_predictor_factory(settings: ServeSettings):
-    from acceltune.inference import Predictor, default_batch_tokens
+    from acceltune.inference.predictor import Predictor, default_batch_tokens
 
     predictor = Predictor(settings.model_dir, backend=settings.backend, device=settings.device)
     predictor.max_batch_tokens = settings.max_batch_tokens or default_batch_tokens(predictor.backend, CPU_BATCH_TOKENS)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 if TYPE_CHECKING:
-    from acceltune.inference import Predictor
+    from acceltune.inference.predictor import Predictor
     from acceltune.serve.metrics import Metrics
 
 log = logging.getLogger("acceltune.serve")

@@ -13,9 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
-from acceltune.backends import load_backend
+from acceltune.inference.backends import load_backend
 from acceltune.batching import eval_batches
-from acceltune.evaluate import probabilities
+from acceltune.metrics import probabilities
 from acceltune.errors import UserError
 from acceltune.modeldir import ModelInfo
 

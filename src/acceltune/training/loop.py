@@ -19,12 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from acceltune import batching, checkpoint, dropout, master_weights
+from acceltune import batching
+from acceltune.speedups import dropout, master_weights
+from acceltune.training import checkpoint
 from acceltune.config import TrainConfig
 from acceltune.cpu import trim_heap
 from acceltune.data import load_splits
 from acceltune.errors import UserError
-from acceltune.evaluate import compute_metrics, write_metrics, write_report
+from acceltune.metrics import compute_metrics, write_metrics
+from acceltune.report import write_report
 from acceltune.hardware import apply_precision_flags, resolve_device, resolve_precision
 from acceltune.modeldir import TRAINING_CONFIG_FILE, ModelInfo
 from acceltune.modeling import (
@@ -33,7 +36,7 @@ from acceltune.modeling import (
     model_max_positions,
     resolve_model,
 )
-from acceltune.progress import RunLogger, ThroughputWindow
+from acceltune.training.progress import RunLogger, ThroughputWindow
 
 EVAL_MAX_TOKENS = 16384
 EVAL_MAX_TOKENS_CPU = 4096

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from acceltune.backends.base import Backend
+from acceltune.inference.backends.base import Backend
 from acceltune.errors import UserError
 from acceltune.modeldir import ModelInfo
 
@@ -22,7 +22,7 @@ def load_backend(model_dir: str | Path, info: ModelInfo, name: str = "auto", dev
     if name == "torch":
         if fmt != "transformers":
             raise UserError(f"--backend torch needs a trained model directory, but {model_dir} holds an {fmt} export: use --backend {fmt} or auto")
-        from acceltune.backends.torch_backend import TorchBackend
+        from acceltune.inference.backends.torch_backend import TorchBackend
 
         return TorchBackend(model_dir, device=device, precision=precision)
     if fmt == "transformers":
@@ -31,11 +31,11 @@ def load_backend(model_dir: str | Path, info: ModelInfo, name: str = "auto", dev
         if fmt == "tensorrt":
             # A TensorRT export is an ONNX model plus an engine cache: ONNX Runtime can run it without TensorRT.
             pass
-        from acceltune.backends.onnx_backend import OnnxBackend
+        from acceltune.inference.backends.onnx_backend import OnnxBackend
 
         return OnnxBackend(model_dir, info, device=device)
     if name == "tensorrt":
-        from acceltune.backends.tensorrt_backend import TensorRTBackend
+        from acceltune.inference.backends.tensorrt_backend import TensorRTBackend
 
         return TensorRTBackend(model_dir, info, device=device)
     raise AssertionError(name)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from acceltune.backends.base import Backend
+from acceltune.inference.backends.base import Backend
 from acceltune.cpu import usable_cpu_count
 from acceltune.errors import UserError
 from acceltune.modeldir import ModelInfo

@@ -345,7 +345,7 @@ def check_parity(reference: Callable[[dict], np.ndarray], export_dir: Path, text
                  quantization: str | None, fmt: str, backend: str = "onnx", device: str = "auto",
                  int8_min_agreement: float = INT8_MIN_AGREEMENT) -> dict:
     """Score ``texts`` with the exported directory and with ``reference`` on the very same padded batches."""
-    from acceltune.inference import Predictor
+    from acceltune.inference.predictor import Predictor
 
     pred = Predictor(export_dir, backend=backend, device=device)
     pairs = list(texts[1:]) + list(texts[:1]) if pred.info.text_pair else None
@@ -415,7 +415,7 @@ def export_model(model_dir: str | os.PathLike, output: str | os.PathLike, format
         raise UserError(f"{model_dir} is already an {info.format} export: export from the trained model directory")
     _check_output(model_dir, output, overwrite)
     if fmt == "tensorrt":
-        from acceltune.backends.tensorrt_backend import require_tensorrt
+        from acceltune.inference.backends.tensorrt_backend import require_tensorrt
 
         require_tensorrt("auto")  # fail before any work on a machine without a GPU or TensorRT
 
@@ -461,7 +461,7 @@ def export_model(model_dir: str | os.PathLike, output: str | os.PathLike, format
             else:
                 extra["file"] = fp32.name
         else:
-            from acceltune.backends.tensorrt_backend import trt_profile
+            from acceltune.inference.backends.tensorrt_backend import trt_profile
 
             raw.rename(tmp / "model.onnx")
             extra["file"] = "model.onnx"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from acceltune.backends.base import Backend
+from acceltune.inference.backends.base import Backend
 from acceltune.hardware import resolve_device, resolve_precision
 
 

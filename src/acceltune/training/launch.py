@@ -2,10 +2,10 @@
 
 `launch` starts torch's elastic agent (the torchrun machinery, ``torch.distributed.launcher``) on this
 machine; the agent runs N copies of ``python -m acceltune train <the same settings> --nproc-per-node 1``
-with RANK/LOCAL_RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT set, and Accelerate inside `acceltune.train`
+with RANK/LOCAL_RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT set, and Accelerate inside `acceltune.training.loop`
 turns that environment into a process group: gloo on CPU, NCCL on GPUs (one process per GPU, GPU =
 LOCAL_RANK). Everything distributed-specific in the loop itself (sharded sampler, gathered evaluation,
-rank-0-only files, agreed stop flag) lives in acceltune.train; this module only starts processes and
+rank-0-only files, agreed stop flag) lives in acceltune.training.loop; this module only starts processes and
 turns their exit codes into one.
 
 Already inside a launcher (``torchrun -m acceltune train ...``, ``accelerate launch -m acceltune train
@@ -51,7 +51,7 @@ def already_launched(environ=os.environ) -> bool:
 
 
 def child_arguments(config: TrainConfig) -> list[str]:
-    """`acceltune train` flags reproducing `config` exactly, minus the launcher flags (plus --nproc-per-node 1)."""
+    """`acceltune.training.loop` flags reproducing `config` exactly, minus the launcher flags (plus --nproc-per-node 1)."""
     out = []
     for group, f in config_fields():
         if f.name in LAUNCHER_FIELDS:
@@ -100,7 +100,7 @@ def _check(config: TrainConfig) -> str:
 
 
 def launch(config: TrainConfig, args: argparse.Namespace | None = None) -> int:
-    """Run `acceltune train` data-parallel on this machine's share of the processes; return the exit code."""
+    """Run `acceltune.training.loop` data-parallel on this machine's share of the processes; return the exit code."""
     t = config.train
     if already_launched():
         return _train_here(config, args)
@@ -216,7 +216,7 @@ def _train_here(config: TrainConfig, args: argparse.Namespace | None) -> int:
     from acceltune.commands import train as command
 
     if args is None:
-        from acceltune.train import TrainingInterrupted, train
+        from acceltune.training.loop import TrainingInterrupted, train
 
         try:
             train(config)

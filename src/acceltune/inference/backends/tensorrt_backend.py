@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from acceltune.backends.base import Backend
+from acceltune.inference.backends.base import Backend
 from acceltune.errors import UserError
 from acceltune.modeldir import ModelInfo
 
@@ -72,7 +72,7 @@ class TensorRTBackend(Backend):
         device_id = require_tensorrt(device)
         import onnxruntime as ort
 
-        from acceltune.backends.onnx_backend import onnx_file
+        from acceltune.inference.backends.onnx_backend import onnx_file
 
         self.model_dir = Path(model_dir).resolve()
         self.info = info

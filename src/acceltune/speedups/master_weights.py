@@ -28,7 +28,7 @@ def kernels():
     global _KERNELS
     if _KERNELS is None:
         try:
-            from acceltune import bf16_kernels
+            from acceltune.speedups import kernels as bf16_kernels
 
             bf16_kernels.warm_up()
             _KERNELS = bf16_kernels
