@@ -9,7 +9,8 @@ import numpy as np
 from acceltune.modeldir import atomic_write_text
 
 
-def plot_confusion(matrix: list[list[int]], label_names: list[str], path: Path) -> None:
+def confusion_figure(matrix: list[list[int]], label_names: list[str]):
+    """The confusion matrix as a matplotlib figure, sized for the number of labels."""
     import matplotlib
 
     matrix_arr = np.asarray(matrix)
@@ -17,7 +18,7 @@ def plot_confusion(matrix: list[list[int]], label_names: list[str], path: Path) 
     import matplotlib.pyplot as plt
 
     n = len(label_names)
-    size = min(max(4.0, 0.28 * n + 2), 24)
+    size = min(max(4.5, 0.28 * n + 2), 24)
     fig, ax = plt.subplots(figsize=(size, size))
     norm = matrix_arr / np.maximum(matrix_arr.sum(axis=1, keepdims=True), 1)
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
@@ -31,9 +32,18 @@ def plot_confusion(matrix: list[list[int]], label_names: list[str], path: Path) 
                             color="white" if norm[i, j] > 0.5 else "black")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title("Confusion matrix (row-normalised colour, counts)")
+    # Over the figure, not the axes, in two short lines: one long line centred over the axes ran past the
+    # edge of the small figures of few-label tasks.
+    fig.suptitle("Confusion matrix\n(colour: share of the true class; numbers: counts)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    return fig
+
+
+def plot_confusion(matrix: list[list[int]], label_names: list[str], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = confusion_figure(matrix, label_names)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
