@@ -64,12 +64,9 @@ def apply_yaml_defaults(parser: argparse.ArgumentParser, path: str) -> None:
         raise UserError(f"--config {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise UserError(f"--config {path} must be a mapping of flag names to values")
-    flat = {}
-    for k, v in raw.items():
-        if isinstance(v, dict) and k in ("data", "model", "train"):  # the grouped form saved with checkpoints
-            flat.update(v)
-        else:
-            flat[k] = v
+    from acceltune.config import flatten_groups
+
+    flat = flatten_groups(raw)
     dests = {a.dest for a in parser._actions}
     flat = {k.replace("-", "_"): v for k, v in flat.items()}
     unknown = sorted(k for k in flat if k not in dests or k in ("help", "config"))

@@ -140,6 +140,11 @@ class TrainConfig:
 
     GROUPS = ("data", "model", "train")
 
+    @staticmethod
+    def group_classes() -> dict[str, type]:
+        """group name -> its dataclass, in the order of the train command's flags."""
+        return {"data": DataArgs, "model": ModelArgs, "train": TrainArgs}
+
     def to_dict(self) -> dict:
         return {g: asdict(getattr(self, g)) for g in self.GROUPS}
 
@@ -151,7 +156,7 @@ class TrainConfig:
     @classmethod
     def from_flat(cls, values: dict[str, Any]) -> "TrainConfig":
         """Build from flat {field: value} (CLI flags merged over YAML); unknown keys are an error."""
-        groups = {"data": DataArgs, "model": ModelArgs, "train": TrainArgs}
+        groups = cls.group_classes()
         known = {f.name: g for g, c in groups.items() for f in fields(c)}
         unknown = sorted(set(values) - set(known))
         if unknown:
@@ -163,19 +168,24 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "TrainConfig":
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-        flat = {}
-        for k, v in raw.items():
-            if k in cls.GROUPS and isinstance(v, dict):
-                flat.update(v)
-            else:
-                flat[k] = v
-        return cls.from_flat(flat)
+        return cls.from_flat(flatten_groups(yaml.safe_load(Path(path).read_text()) or {}))
+
+
+def flatten_groups(raw: dict[str, Any]) -> dict[str, Any]:
+    """{field: value} from a YAML mapping that may use the grouped form saved with checkpoints
+    ({data: {...}, model: {...}, train: {...}}); flat keys pass through."""
+    flat: dict[str, Any] = {}
+    for k, v in raw.items():
+        if k in TrainConfig.GROUPS and isinstance(v, dict):
+            flat.update(v)
+        else:
+            flat[k] = v
+    return flat
 
 
 def config_fields() -> list:
     """(group, dataclass field) pairs in declaration order: the source of the train command's flags."""
-    return [(g, f) for g, c in (("data", DataArgs), ("model", ModelArgs), ("train", TrainArgs)) for f in fields(c)]
+    return [(g, f) for g, c in TrainConfig.group_classes().items() for f in fields(c)]
 
 
 def field_default(f) -> Any:
@@ -184,3 +194,35 @@ def field_default(f) -> Any:
     if f.default_factory is not MISSING:
         return f.default_factory()
     return None
+
+
+_FLAG_TYPES: dict[str, Any] = {"str": str, "int": int, "float": float, "Path": Path}
+
+
+def add_dataclass_arguments(parser, cls, *, exclude: tuple[str, ...] = ()) -> None:
+    """One ``--field-name`` flag per field of the dataclass ``cls`` (an argparse parser or argument group):
+    the type from the annotation (str, int, float, Path, bool as --x/--no-x, each optionally ``| None``),
+    the default from the field, the help from ``metadata["help"]``. A field without a default is required.
+    A field of another type is a TypeError: pass it in ``exclude`` and add its flag by hand."""
+    import argparse
+
+    for f in fields(cls):
+        if f.name in exclude:
+            continue
+        annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        base = annotation.replace(" | None", "").replace("None | ", "").strip()
+        flag = "--" + f.name.replace("_", "-")
+        kw: dict[str, Any] = {"default": field_default(f), "help": f.metadata.get("help", "")}
+        if f.default is MISSING and f.default_factory is MISSING:
+            kw["required"] = True
+        if base == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        elif base in _FLAG_TYPES:
+            parser.add_argument(flag, type=_FLAG_TYPES[base], metavar=f.name.upper(), **kw)
+        else:
+            raise TypeError(f"{cls.__name__}.{f.name}: no command-line flag for type {annotation}; exclude it and add it by hand")
+
+
+def dataclass_values(args, cls, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """{field: value} of the dataclass ``cls`` read back from the parsed flags add_dataclass_arguments made."""
+    return {f.name: getattr(args, f.name) for f in fields(cls) if f.name not in exclude}

@@ -5,26 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 
-from acceltune.config import TrainConfig, config_fields, field_default
-
-
-def _flag_type(annotation: str):
-    """Map a dataclass annotation string to (argparse type, is_bool)."""
-    base = annotation.replace(" | None", "").strip()
-    return {"str": (str, False), "int": (int, False), "float": (float, False), "bool": (None, True)}[base]
+from acceltune.config import TrainConfig, add_dataclass_arguments, config_fields
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     titles = {"data": "data", "model": "model", "train": "training"}
-    groups = {g: parser.add_argument_group(t) for g, t in titles.items()}
-    for group, f in config_fields():
-        flag = "--" + f.name.replace("_", "-")
-        kind, is_bool = _flag_type(f.type if isinstance(f.type, str) else f.type.__name__)
-        help_text = f.metadata.get("help", "")
-        if is_bool:
-            groups[group].add_argument(flag, action=argparse.BooleanOptionalAction, default=field_default(f), help=help_text)
-        else:
-            groups[group].add_argument(flag, type=kind, default=field_default(f), help=help_text, metavar=f.name.upper())
+    for group, cls in TrainConfig.group_classes().items():
+        add_dataclass_arguments(parser.add_argument_group(titles[group]), cls)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
