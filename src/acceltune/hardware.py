@@ -11,12 +11,15 @@ Asking for what the machine cannot do is a UserError, never a silent fallback.
 from __future__ import annotations
 
 import platform
+import re
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from acceltune.cpu import cpu_flags, cpu_has_bf16, cpu_model_name, usable_cpu_count  # noqa: F401 (re-exported)
 from acceltune.errors import UserError
+
+if TYPE_CHECKING:  # torch is imported where a device or precision is resolved: parse_device serves the ONNX path too
+    import torch
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
@@ -41,23 +44,38 @@ class Precision:
 FP32 = Precision("fp32", None, False, False)
 
 
-def resolve_device(requested: str = "auto") -> torch.device:
-    requested = (requested or "auto").lower()
-    if requested == "auto":
+def parse_device(text: str | None) -> tuple[str, int | None]:
+    """The one reading of a --device string: ("auto" | "cpu" | "cuda", GPU index or None).
+
+    Only the spelling is checked here; whether the device exists is the caller's (torch, ONNX Runtime)."""
+    device = (text or "auto").strip().lower()
+    if device in ("auto", "cpu", "cuda"):
+        return device, None
+    m = re.fullmatch(r"cuda:(\d+)", device)
+    if m is None:
+        raise UserError(f"unknown --device {text!r}: use auto, cpu, cuda or cuda:N")
+    return "cuda", int(m.group(1))
+
+
+def resolve_device(requested: str = "auto") -> "torch.device":
+    import torch
+
+    kind, index = parse_device(requested)
+    if kind == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {requested} was asked for but no CUDA GPU is visible (torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}): use --device cpu or install a CUDA build of torch")
-        device = torch.device(requested)
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(f"--device {requested}: only {torch.cuda.device_count()} CUDA device(s) are visible")
-        return device
-    if requested == "cpu":
+    if kind == "cpu":
         return torch.device("cpu")
-    raise UserError(f"unknown --device {requested!r}: use auto, cpu, cuda or cuda:N")
+    shown = requested.strip().lower()
+    if not torch.cuda.is_available():
+        raise UserError(f"--device {shown} was asked for but no CUDA GPU is visible (torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}): use --device cpu or install a CUDA build of torch")
+    if index is not None and index >= torch.cuda.device_count():
+        raise UserError(f"--device {shown}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    return torch.device("cuda", index) if index is not None else torch.device("cuda")
 
 
-def resolve_precision(requested: str, device: torch.device, for_training: bool = True) -> Precision:
+def resolve_precision(requested: str, device: "torch.device", for_training: bool = True) -> Precision:
+    import torch
+
     requested = (requested or "auto").lower()
     if requested not in PRECISIONS:
         raise UserError(f"unknown --precision {requested!r}: use one of {', '.join(PRECISIONS)}")
@@ -89,6 +107,8 @@ def resolve_precision(requested: str, device: torch.device, for_training: bool =
 
 def apply_precision_flags(precision: Precision) -> None:
     """Process-wide switches a precision implies (TF32 matmuls on Ampere and newer)."""
+    import torch
+
     if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = precision.tf32
         torch.backends.cudnn.allow_tf32 = precision.tf32
@@ -97,6 +117,8 @@ def apply_precision_flags(precision: Precision) -> None:
 def machine_report(device: str = "auto", precision: str = "auto") -> dict:
     """Everything `acceltune doctor` prints: what the machine has and what a run would use."""
     import importlib.metadata as md
+
+    import torch
 
     versions = {}
     for pkg in ("torch", "transformers", "accelerate", "datasets", "onnxruntime", "onnx", "tensorrt", "fastapi"):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from acceltune.config import DEFAULT_MODEL
 from acceltune.errors import UserError
+from acceltune.hub import offline
 
 
 def packaged_model_dir() -> Path:
@@ -34,8 +34,7 @@ def resolve_model(name: str) -> str:
 
 
 def _load_error(name: str, err: Exception) -> UserError:
-    offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "TRUE", "True")
-    hint = "it is not in the local cache and HF_HUB_OFFLINE is set" if offline else "check the name, or your network"
+    hint = "it is not in the local cache and HF_HUB_OFFLINE is set" if offline() else "check the name, or your network"
     return UserError(f"cannot load model {name!r} ({hint}): pass a local model directory with --model, or omit --model for the packaged default")
 
 

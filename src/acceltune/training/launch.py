@@ -81,7 +81,9 @@ def _check(config: TrainConfig) -> str:
     if backend == "nccl":
         import torch
 
-        if device.startswith("cuda:"):
+        from acceltune.hardware import parse_device
+
+        if parse_device(device)[1] is not None:  # one GPU named
             raise UserError(f"--device {t.device} names one GPU, but --nproc-per-node {t.nproc_per_node} runs one process "
                             "per GPU (process i uses GPU i): use --device cuda, and CUDA_VISIBLE_DEVICES to choose the GPUs")
         visible = torch.cuda.device_count()

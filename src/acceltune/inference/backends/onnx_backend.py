@@ -51,26 +51,24 @@ def cpu_session_options(threads: int | None = None, spinning: bool = True):
 
 def resolve_ort_device(device: str) -> str:
     """'cpu' or 'cuda:N' for ONNX Runtime; a device asked for but unavailable is a UserError."""
-    import onnxruntime as ort
+    from acceltune.extras import require
+    from acceltune.hardware import parse_device
 
-    device = (device or "auto").lower()
+    ort = require("onnxruntime", "export")
+    kind, index = parse_device(device)
+    device = (device or "auto").strip().lower()
     providers = ort.get_available_providers()
     has_cuda = "CUDAExecutionProvider" in providers
-    if device == "auto":
+    if kind == "auto":
         return "cuda:0" if has_cuda and _gpu_visible() else "cpu"  # torch is imported only with onnxruntime-gpu
-    if device == "cpu":
+    if kind == "cpu":
         return "cpu"
-    if device.startswith("cuda"):
-        if not has_cuda:
-            raise UserError(f"--device {device} with --backend onnx needs onnxruntime-gpu (this onnxruntime {ort.__version__} "
-                            f"has {', '.join(providers)}): pip install onnxruntime-gpu, or use --device cpu")
-        if not _gpu_visible():
-            raise UserError(f"--device {device}: no CUDA GPU is visible: use --device cpu")
-        index = device.split(":", 1)[1] if ":" in device else "0"
-        if not index.isdigit():
-            raise UserError(f"unknown --device {device!r}: use auto, cpu, cuda or cuda:N")
-        return f"cuda:{index}"
-    raise UserError(f"unknown --device {device!r}: use auto, cpu, cuda or cuda:N")
+    if not has_cuda:
+        raise UserError(f"--device {device} with --backend onnx needs onnxruntime-gpu (this onnxruntime {ort.__version__} "
+                        f"has {', '.join(providers)}): pip install onnxruntime-gpu, or use --device cpu")
+    if not _gpu_visible():
+        raise UserError(f"--device {device}: no CUDA GPU is visible: use --device cpu")
+    return f"cuda:{index or 0}"
 
 
 def _gpu_visible() -> bool:

@@ -33,8 +33,11 @@ def trt_profile(input_names: list[str] | tuple[str, ...], max_length: int) -> di
 
 def require_tensorrt(device: str = "auto") -> int:
     """The CUDA device index TensorRT will use; UserError when the machine cannot run TensorRT."""
-    device = (device or "auto").lower()
-    if device == "cpu":
+    from acceltune.hardware import parse_device
+
+    kind, index = parse_device(device)
+    device = (device or "auto").strip().lower()
+    if kind == "cpu":
         raise UserError("--backend tensorrt runs on an NVIDIA GPU, not --device cpu: use --backend onnx for the CPU")
     try:
         import torch
@@ -51,14 +54,11 @@ def require_tensorrt(device: str = "auto") -> int:
     if "TensorrtExecutionProvider" not in providers:
         raise UserError(f"TensorRT is not available to ONNX Runtime {ort.__version__} (providers: {', '.join(providers)}): "
                         "pip install onnxruntime-gpu tensorrt (acceltune[gpu]), or use --format onnx")
-    if device in ("auto", "cuda"):
+    if index is None:
         return 0
-    if device.startswith("cuda:") and device[5:].isdigit():
-        index = int(device[5:])
-        if index >= torch.cuda.device_count():
-            raise UserError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible")
-        return index
-    raise UserError(f"unknown --device {device!r}: use auto, cuda or cuda:N")
+    if index >= torch.cuda.device_count():
+        raise UserError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    return index
 
 
 class TensorRTBackend(Backend):
