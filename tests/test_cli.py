@@ -142,3 +142,22 @@ def test_predict_and_evaluate_on_a_model_directory(capsys, tmp_path, tiny_model_
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert m["test"]["examples"] == 3 and "confusion_matrix" in m["test"]
     assert (tmp_path / "ev" / "report.md").is_file()
+
+
+@pytest.mark.parametrize("name, content, fragments", [
+    ("header-only.csv", b"text,label\n", ("header-only.csv", "no data rows", "below the header")),
+    ("header-only.tsv", b"text\tlabel\n", ("header-only.tsv", "no data rows")),
+    ("latin.csv", "text,label\ncafé crème,a\nthé,b\n".encode("latin-1"), ("latin.csv", "utf-8", "--encoding latin-1", "line 2")),
+    ("latin.jsonl", '{"text": "café", "label": "a"}\n{"text": "thé", "label": "b"}\n'.encode("latin-1"),
+     ("latin.jsonl", "UTF-8", "--encoding latin-1")),
+])
+def test_unreadable_data_is_one_line_naming_the_file_and_the_fix(tmp_path, name, content, fragments):
+    """As a user sees it (a subprocess): the datasets library's own log lines must not precede ours."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    r = run_cli("train", "--train", path, "--output-dir", tmp_path / "o")
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith("acceltune: error:"), r.stderr
+    for fragment in fragments:
+        assert fragment in r.stderr, r.stderr

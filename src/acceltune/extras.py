@@ -17,5 +17,7 @@ def require(module: str, extra: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as e:
         missing = getattr(e, "name", None) or module
+        if missing.split(".")[0] == "acceltune":  # our own code failed to import: a bug, not a missing extra
+            raise
         what = f"{module} is not installed" if missing == module else f"{module} cannot be imported ({missing} is missing)"
         raise UserError(f"{what}: pip install 'acceltune[{extra}]'") from None

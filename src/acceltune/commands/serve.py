@@ -48,10 +48,10 @@ def run(args: argparse.Namespace) -> int:
     # idle machine: 2 threads gave 861 req/s (1 message) and 1,054 msg/s (32 per request) against 609 and
     # 562 with 1 thread left to the event loop: the batcher keeps inference in bursts, so the cores are shared.
     os.environ.setdefault("ACCELTUNE_THREADS", str(usable_cpu_count()))
-    try:
-        import uvicorn
-    except ImportError:
-        raise UserError("acceltune serve needs uvicorn: pip install 'uvicorn[standard]'") from None
+    from acceltune.extras import require
+
+    require("fastapi", "serve")
+    uvicorn = require("uvicorn", "serve")
 
     from acceltune.serve import ServeSettings, create_app, read_api_keys
 

@@ -410,6 +410,10 @@ def export_model(model_dir: str | os.PathLike, output: str | os.PathLike, format
     opset = int(opset or DEFAULT_OPSET)
     if opset < 18:
         raise UserError(f"--opset {opset}: the exporter (torch.onnx dynamo) needs opset 18 or newer")
+    from acceltune.extras import require
+
+    for module in ("onnx", "onnxscript", "onnxruntime"):  # the exporter, its dynamo backend, the parity check
+        require(module, "export")
     info = ModelInfo.load(model_dir)
     if info.format != "transformers":
         raise UserError(f"{model_dir} is already an {info.format} export: export from the trained model directory")

@@ -7,11 +7,14 @@ pays the ~2 s compilation.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.extending import intrinsic
+
+from acceltune.extras import require
+
+numba = require("numba", "cpu")  # without it master_weights falls back to autocast
+from llvmlite import ir  # noqa: E402  (numba's own dependency)
+from numba import njit, prange, types  # noqa: E402
+from numba.extending import intrinsic  # noqa: E402
 
 BLOCK = 1 << 14
 """Elements per parallel chunk: large enough to amortise the thread hand-off, small enough to split weights."""

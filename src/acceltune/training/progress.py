@@ -44,12 +44,16 @@ class RunLogger:
         from rich.console import Console
 
         self.console = Console(stderr=True, quiet=quiet)
+        from acceltune.errors import UserError
+        from acceltune.extras import require
+
         try:
+            require("tensorboard", "tensorboard")
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(output_dir / "logs"))
-        except ImportError:  # tensorboard is a dependency; a stripped install still trains
-            self.console.print("[yellow]tensorboard is not installed: no event files will be written")
+        except UserError as e:  # tensorboard is an extra: training goes on without event files
+            self.console.print(f"[yellow]no TensorBoard event files will be written: {e}")
         log_path = output_dir / "log.jsonl"
         if history is not None:
             # Resuming: the log holds exactly the checkpoint's history (records logged after it, by the

@@ -84,10 +84,9 @@ class OnnxBackend(Backend):
     name = "onnx"
 
     def __init__(self, model_dir: str | Path, info: ModelInfo, device: str = "auto", threads: int | None = None):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise UserError("--backend onnx needs onnxruntime: pip install onnxruntime") from None
+        from acceltune.extras import require
+
+        ort = require("onnxruntime", "export")
         self.model_dir = Path(model_dir)
         self.info = info
         self.path = onnx_file(self.model_dir, info)

@@ -1,0 +1,67 @@
+"""Optional parts (pip extras): a missing one is one line naming the pip install that fixes it, exit 2."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from acceltune.cli import main
+from acceltune.errors import UserError
+from acceltune.extras import require
+
+
+def assert_one_line(capsys, argv, *fragments):
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+def test_require_returns_the_module():
+    import json
+
+    assert require("json", "serve") is json
+
+
+def test_require_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # what an install without the extra looks like to import
+    with pytest.raises(UserError, match=r"fastapi is not installed: pip install 'acceltune\[serve\]'"):
+        require("fastapi", "serve")
+
+
+def test_require_names_the_missing_dependency_of_a_module(monkeypatch):
+    monkeypatch.setitem(sys.modules, "fastapi", None)
+    for name in [m for m in sys.modules if m == "acceltune.serve" or m.startswith("acceltune.serve.")]:
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(UserError, match=r"acceltune.serve cannot be imported \(fastapi is missing\): pip install 'acceltune\[serve\]'"):
+        require("acceltune.serve", "serve")
+
+
+def test_a_broken_acceltune_module_is_not_reported_as_a_missing_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "acceltune.no_such_part", None)
+    with pytest.raises(ImportError):
+        require("acceltune.no_such_part", "serve")
+
+
+def test_serve_without_the_serve_extra(capsys, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "uvicorn", None)
+    assert_one_line(capsys, ["serve", str(tmp_path)], "uvicorn", "pip install 'acceltune[serve]'")
+
+
+@pytest.mark.parametrize("module", ["onnx", "onnxscript", "onnxruntime"])
+def test_export_without_the_export_extra(capsys, monkeypatch, tmp_path, tiny_model_dir, module):
+    monkeypatch.setitem(sys.modules, module, None)
+    assert_one_line(capsys, ["export", str(tiny_model_dir), "--output", str(tmp_path / "onnx")],
+                    module, "pip install 'acceltune[export]'")
+    assert not (tmp_path / "onnx").exists()
+
+
+def test_cpu_kernels_without_numba(monkeypatch):
+    monkeypatch.setitem(sys.modules, "numba", None)
+    monkeypatch.delitem(sys.modules, "acceltune.speedups.kernels", raising=False)
+    with pytest.raises(UserError, match=r"pip install 'acceltune\[cpu\]'"):
+        import acceltune.speedups.kernels  # noqa: F401
