@@ -41,10 +41,34 @@ def test_unknown_model_path(capsys, tmp_path, data_csv):
                                "--output-dir", str(tmp_path / "o")], "no-model")
 
 
-def test_unknown_hub_model_offline(capsys, tmp_path, data_csv, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+@pytest.mark.parametrize("offline", ["1", "yes", "ON"])
+def test_unknown_hub_model_offline(capsys, tmp_path, data_csv, monkeypatch, offline):
+    """Every spelling huggingface_hub accepts reads as offline, for models as for data (acceltune.hub)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", offline)
     assert_user_error(capsys, ["train", "--train", str(data_csv), "--model", "acceltune-test/does-not-exist",
-                               "--output-dir", str(tmp_path / "o")], "does-not-exist", "--model")
+                               "--output-dir", str(tmp_path / "o")], "does-not-exist", "--model", "HF_HUB_OFFLINE is set")
+    assert_user_error(capsys, ["train", "--train", "someone/some_dataset", "--output-dir", str(tmp_path / "o")],
+                      "someone/some_dataset", "HF_HUB_OFFLINE is set")
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "cuda:"])
+def test_unknown_device_spelling(capsys, tmp_path, data_csv, device):
+    assert_user_error(capsys, ["train", "--train", str(data_csv), "--device", device, "--output-dir", str(tmp_path / "o")],
+                      repr(device), "auto, cpu, cuda or cuda:N")
+
+
+def test_help_imports_no_ml_library():
+    """`acceltune --help` and `acceltune train --help` answer without importing torch or transformers."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom acceltune.cli import main\n"
+            "for argv in (['--help'], ['train', '--help']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "heavy = [m for m in ('torch', 'transformers', 'datasets') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")

@@ -81,9 +81,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     if "datasets" in sys.modules:  # already imported (library use, tests): the variable is read at import
         sys.modules["datasets"].disable_progress_bars()
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # "Loading weights" bars: ours is the progress that matters
     argv = sys.argv[1:] if argv is None else argv
     try:
         command = next((a for a in argv if not a.startswith("-")), None)
@@ -95,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.config:
             apply_yaml_defaults(subparsers[args.command], args.config)
             args = parser.parse_args(argv)
+        from transformers.utils import logging as hf_logging  # here, not above: --help stays fast
+
+        hf_logging.disable_progress_bar()  # "Loading weights" bars: ours is the progress that matters
         return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
     except UserError as e:
         print(f"{USER_ERROR_PREFIX}{e}", file=sys.stderr)
