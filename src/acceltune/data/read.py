@@ -386,6 +386,7 @@ def _is_json_object(line: str) -> bool:
 
 
 def demo_dir() -> Path:
+    """The packaged demo dataset (train.csv, test.csv): the data of a run without --train."""
     import importlib.resources
 
     demo = Path(str(importlib.resources.files("acceltune") / "demo_data"))
@@ -395,11 +396,13 @@ def demo_dir() -> Path:
 
 
 def find_split(d: dict, split: str) -> str | None:
+    """The key of ``d`` that names ``split`` (any of its SPLIT_ALIASES, any case), or None."""
     low = {k.lower(): k for k in d}
     return next((low[a] for a in SPLIT_ALIASES[split] if a in low), None)
 
 
 def pick_split(d: dict, split: str, path: str) -> str:
+    """The split of ``d`` to use as ``split``: its own, else (for test) validation, the only one, or train."""
     found = find_split(d, split)
     if found:
         return found
@@ -485,10 +488,12 @@ def _load_error(e: BaseException, path: str, encoding: str, fmt: str) -> UserErr
 
 
 def cache_root() -> Path:
+    """acceltune's part of the datasets cache (parsed delimited files, example tables): never beside the user's data."""
     import datasets
 
     return Path(datasets.config.HF_DATASETS_CACHE) / "acceltune"
 
 
 def content_hash(obj) -> str:
+    """A short stable hash of a JSON-able description: the name of a cache entry."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]

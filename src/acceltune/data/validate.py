@@ -21,11 +21,12 @@ from acceltune.errors import UserError
 
 TEXT_CANDIDATES = ("text", "sentence", "content", "message", "utterance", "question")
 LABEL_CANDIDATES = ("label", "labels", "category", "class", "intent", "target")
-
-
 BATCH = 10_000
 """Rows per Arrow batch in the validation and indexing passes (bounds their memory)."""
 SHOWN = 5  # how many offending rows/labels a message names
+
+
+# --------------------------------------------------------------------------- columns and labels
 
 
 @dataclass
@@ -45,7 +46,7 @@ def scan_labeled(ds, name: str, args: DataArgs, multi: bool) -> Scan:
     """One batched pass: resolve columns, reject empty texts and missing labels, count the labels."""
     cols = ds.column_names
     if len(ds) == 0:
-        raise UserError(f"{name} has no rows")
+        raise UserError(f"{name} has no data rows: pass a file that has some")
     text = resolve_column(cols, args.text_column, TEXT_CANDIDATES, "text", "--text-column", name)
     pair = (resolve_column(cols, args.text_pair_column, (), "text pair", "--text-pair-column", name)
             if args.text_pair_column else None)
@@ -85,6 +86,7 @@ def scan_labeled(ds, name: str, args: DataArgs, multi: bool) -> Scan:
 
 
 def resolve_column(cols: list[str], wanted: str | None, candidates: tuple, what: str, flag: str, name: str) -> str:
+    """The column asked for with ``flag`` (exact, else the one case-insensitive match), else the first candidate."""
     shown = ", ".join(cols[:30]) + (f", ... ({len(cols)} in all)" if len(cols) > 30 else "")
     if wanted is not None:
         if wanted in cols:
@@ -101,6 +103,7 @@ def resolve_column(cols: list[str], wanted: str | None, candidates: tuple, what:
 
 
 def as_text(arr, column: str, name: str) -> pa.Array:
+    """A text column as a string array (numbers and booleans cast); anything else is a UserError."""
     arr = combine(arr)
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
@@ -187,13 +190,18 @@ def multi_values(arr, feature, column: str, name: str, delimiter: str):
     return missing, pc.filter(parents, keep).to_numpy(zero_copy_only=False), pc.filter(values, keep)
 
 
+# --------------------------------------------------------------------------- batches and message wording
+
+
 def type_name(t: pa.DataType) -> str:
+    """An Arrow type as a message names it."""
     if isinstance(t, pa.BaseExtensionType) and "json" in str(t).lower():
         return "mixed-type (e.g. strings and lists)"
     return str(t)
 
 
 def iter_arrow(ds, columns: list[str]) -> Iterator[pa.Table]:
+    """``columns`` of ``ds`` as Arrow tables of BATCH rows."""
     yield from ds.select_columns(columns).with_format("arrow").iter(batch_size=BATCH)
 
 
@@ -202,6 +210,7 @@ def combine(arr) -> pa.Array:
 
 
 def collect_rows(mask: np.ndarray, start: int, shown: list[int], counts: dict, key: str) -> None:
+    """Count the rows of one batch where ``mask`` holds, keeping the first SHOWN row numbers (from 1) to name."""
     hits = np.flatnonzero(mask)
     if len(hits):
         counts[key] += len(hits)
@@ -209,15 +218,18 @@ def collect_rows(mask: np.ndarray, start: int, shown: list[int], counts: dict, k
 
 
 def describe_rows(shown: list[int], n: int) -> str:
+    """'3 rows (rows 2, 5, 9; data rows counted from 1)'."""
     more = f" and {n - len(shown)} more" if n > len(shown) else ""
     return f"{n} row{'s' if n != 1 else ''} (row{'s' if n != 1 else ''} {', '.join(map(str, shown))}{more}; data rows counted from 1)"
 
 
 def first_few(items: list[str], k: int = SHOWN) -> str:
+    """The first ``k`` items, and how many more there are."""
     return ", ".join(items[:k]) + (f" (and {len(items) - k} more)" if len(items) > k else "")
 
 
 def sort_labels(names: Iterable[str]) -> list[str]:
+    """Label order (class i is the i-th): numerically when every label is an integer, else alphabetically."""
     names = list(names)
     if names and all(re.fullmatch(r"[+-]?\d+", n) for n in names):
         return sorted(names, key=lambda n: (int(n), n))
@@ -231,5 +243,6 @@ def encoding_fix(encoding: str) -> str:
 
 
 def first_line(e: BaseException) -> str:
+    """A library exception's first line, short enough for a one-line error."""
     text = str(e).strip() or type(e).__name__
     return text.splitlines()[0][:300]
