@@ -65,3 +65,21 @@ def test_cpu_kernels_without_numba(monkeypatch):
     monkeypatch.delitem(sys.modules, "acceltune.speedups.kernels", raising=False)
     with pytest.raises(UserError, match=r"pip install 'acceltune\[cpu\]'"):
         import acceltune.speedups.kernels  # noqa: F401
+
+
+def test_doctor_reports_the_extras_from_the_package_metadata(capsys, monkeypatch):
+    import importlib.metadata as md
+    import json
+
+    from acceltune.extras import installed_extras
+
+    extras = installed_extras()
+    if not extras:
+        pytest.skip("acceltune is not installed (no package metadata)")
+    assert set(extras) == {"serve", "export", "cpu", "tensorboard", "gpu"}  # all and dev are aggregates
+    assert extras["serve"] and extras["export"]  # the test tools come with dev, which includes all
+    real = md.version
+    monkeypatch.setattr(md, "version", lambda name: real("no-such-distribution-x") if name == "numba" else real(name))
+    assert main(["doctor", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["extras"]["cpu"] is False and report["extras"]["serve"] is True

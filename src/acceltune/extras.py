@@ -21,3 +21,34 @@ def require(module: str, extra: str) -> ModuleType:
             raise
         what = f"{module} is not installed" if missing == module else f"{module} cannot be imported ({missing} is missing)"
         raise UserError(f"{what}: pip install 'acceltune[{extra}]'") from None
+
+
+def installed_extras() -> dict[str, bool]:
+    """Each optional part (an extra in the package metadata, i.e. pyproject.toml) -> whether all its
+    packages are installed. Aggregates (all, dev: they name acceltune itself) are left out."""
+    import importlib.metadata as md
+
+    from packaging.requirements import Requirement
+
+    try:
+        meta = md.metadata("acceltune")
+        requirements = [Requirement(r) for r in md.requires("acceltune") or []]
+    except md.PackageNotFoundError:  # run from a source tree that was never installed
+        return {}
+    out = {}
+    for extra in meta.get_all("Provides-Extra") or []:
+        wanted = [r for r in requirements if r.marker is not None and r.marker.evaluate({"extra": extra})]
+        if any(r.name == "acceltune" for r in wanted):
+            continue
+        out[extra] = all(_has_distribution(r.name) for r in wanted)
+    return out
+
+
+def _has_distribution(name: str) -> bool:
+    import importlib.metadata as md
+
+    try:
+        md.version(name)
+    except md.PackageNotFoundError:
+        return False
+    return True

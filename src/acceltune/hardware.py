@@ -120,6 +120,8 @@ def machine_report(device: str = "auto", precision: str = "auto") -> dict:
 
     import torch
 
+    from acceltune.extras import installed_extras
+
     versions = {}
     for pkg in ("torch", "transformers", "accelerate", "datasets", "onnxruntime", "onnx", "tensorrt", "fastapi"):
         try:
@@ -148,5 +150,6 @@ def machine_report(device: str = "auto", precision: str = "auto") -> dict:
                 "features": {f: f in flags for f in features}},
         "cuda": {"available": torch.cuda.is_available(), "torch_cuda": torch.version.cuda, "devices": gpus},
         "libraries": versions,
+        "extras": installed_extras(),
         "run_would_use": {"device": str(dev), "precision": prec.name, "loss_scaling": prec.loss_scaling, "tf32": prec.tf32},
     }

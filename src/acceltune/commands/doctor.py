@@ -20,6 +20,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="acceltune doctor", show_header=False)
@@ -34,6 +35,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         table.add_row("CUDA", f"no GPU visible (torch CUDA build: {cuda['torch_cuda'] or 'no'})")
     table.add_row("libraries", " · ".join(f"{k} {v}" for k, v in report["libraries"].items() if v))
+    if report["extras"]:
+        missing = [k for k, v in report["extras"].items() if not v]
+        fix = escape(f" (pip install 'acceltune[{','.join(missing)}]')") if missing else ""  # [..] is not rich markup
+        table.add_row("extras", " · ".join(f"{k} {'yes' if v else 'no'}" for k, v in report["extras"].items()) + fix)
     use = report["run_would_use"]
     table.add_row("a run would use", f"device {use['device']} · precision {use['precision']} · loss scaling {'on' if use['loss_scaling'] else 'off'} · TF32 {'on' if use['tf32'] else 'off'}")
     Console().print(table)
