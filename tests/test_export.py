@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 
 from acceltune.errors import UserError
-from acceltune.export.onnx import check_parity, export_model
+from acceltune.export import export_model
+from acceltune.export.parity import ParityData, check_parity, torch_reference
+from acceltune.inference.backends.base import Outputs
+from acceltune.inference.heads import WithFeatures
 from acceltune.inference.predictor import Predictor
 
 TEXTS = [
@@ -71,16 +74,20 @@ def test_int8_export_and_agreement_check(tiny_model_dir, int8_dir):
     assert labels == [r["label"] for r in Predictor(tiny_model_dir).predict(TEXTS)]
 
 
+def negated(run):
+    """A reference whose logits disagree everywhere (features unchanged)."""
+    def skewed(batch):
+        out = run(batch)
+        return Outputs(-out.logits, out.features)
+
+    return skewed
+
+
 def test_parity_check_fails_loudly_and_writes_nothing(tiny_model_dir, tmp_path, monkeypatch):
-    import acceltune.export.onnx as ex
+    import acceltune.export.exporter as ex
 
-    real = ex._torch_reference
-
-    def skewed(model):  # a reference that disagrees everywhere: the check must refuse the export
-        run = real(model)
-        return lambda feats: -run(feats)
-
-    monkeypatch.setattr(ex, "_torch_reference", skewed)
+    real = ex.torch_reference
+    monkeypatch.setattr(ex, "torch_reference", lambda model: negated(real(model)))
     out = tmp_path / "bad"
     with pytest.raises(UserError, match="parity check failed"):
         export_model(tiny_model_dir, out, log=lambda m: None)
@@ -88,15 +95,17 @@ def test_parity_check_fails_loudly_and_writes_nothing(tiny_model_dir, tmp_path, 
     assert not [p for p in tmp_path.iterdir()]  # no temporary directory left behind either
 
 
-def test_check_parity_reports_agreement(int8_dir, tiny_model_dir):
+def reference(model_dir: Path):
     from transformers import AutoModelForSequenceClassification
 
-    from acceltune.export.onnx import _torch_reference
+    return torch_reference(WithFeatures(AutoModelForSequenceClassification.from_pretrained(model_dir)).eval())
 
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir).eval()
-    ok = check_parity(_torch_reference(model), int8_dir, TEXTS, "int8", "onnx")
+
+def test_check_parity_reports_agreement(int8_dir, tiny_model_dir):
+    ref = reference(tiny_model_dir)
+    ok = check_parity(ref, int8_dir, TEXTS, "int8", "onnx")
     assert ok["passed"] and ok["label_agreement"] == 1.0 and ok["texts"] == len(TEXTS)
-    flipped = check_parity(lambda f: -_torch_reference(model)(f), int8_dir, TEXTS, "int8", "onnx")
+    flipped = check_parity(negated(ref), int8_dir, TEXTS, "int8", "onnx")
     assert not flipped["passed"] and flipped["label_agreement"] < 0.99
 
 

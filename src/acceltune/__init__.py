@@ -30,7 +30,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "Predictor": ("acceltune.inference.predictor", None),
     "create_app": ("acceltune.serve", "serve"),
     "ServeSettings": ("acceltune.serve", "serve"),
-    "export_model": ("acceltune.export.onnx", None),  # needs the export extra when called, not to import
+    "export_model": ("acceltune.export", None),  # needs the export extra when called, not to import
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names come f
     from acceltune.config import DataArgs, ModelArgs, TrainArgs, TrainConfig
     from acceltune.data import load_labeled, load_splits, load_texts
     from acceltune.errors import UserError
-    from acceltune.export.onnx import export_model
+    from acceltune.export import export_model
     from acceltune.inference.predictor import Predictor
     from acceltune.serve import ServeSettings, create_app
     from acceltune.training.loop import TrainResult, train

@@ -154,14 +154,7 @@ class LengthGroupedSampler:
     def _split_by_budget(self, batch: np.ndarray) -> list[np.ndarray]:
         if not self.max_tokens:
             return [batch]
-        out, start = [], 0
-        sorted_batch = batch[np.argsort(-self.lengths[batch], kind="stable")]
-        while start < len(sorted_batch):
-            width = max(int(self.lengths[sorted_batch[start]]), 1)
-            size = max(1, self.max_tokens // width)
-            out.append(sorted_batch[start:start + size])
-            start += size
-        return out
+        return budget_batches(batch[np.argsort(-self.lengths[batch], kind="stable")], self.lengths, self.max_tokens)
 
     def _rank_batches(self) -> Iterator[np.ndarray]:
         for g in self._iter_global_batches():
@@ -183,16 +176,23 @@ class LengthGroupedSampler:
         return math.ceil(per_rank / self.batch_size)
 
 
+def budget_batches(order: np.ndarray, lengths: np.ndarray, max_tokens: int, max_batch_size: int | None = None) -> list[np.ndarray]:
+    """Cut `order` (indices sorted longest first) into consecutive batches whose padded size, the first
+    (longest) member's length times the batch size, stays within `max_tokens`; one example at least."""
+    out, start = [], 0
+    while start < len(order):
+        size = max(1, max_tokens // max(int(lengths[order[start]]), 1))
+        if max_batch_size:
+            size = min(size, max_batch_size)
+        out.append(order[start:start + size])
+        start += size
+    return out
+
+
 def eval_batches(lengths: Sequence[int], max_tokens: int, max_batch_size: int, num_replicas: int = 1, rank: int = 0) -> list[np.ndarray]:
     """Length-sorted batches within a token budget, dealt round-robin to ranks (no duplicates)."""
     lengths = np.asarray(lengths)
-    order = np.argsort(-lengths, kind="stable")
-    out, start = [], 0
-    while start < len(order):
-        size = max(1, min(max_batch_size, max_tokens // max(int(lengths[order[start]]), 1)))
-        out.append(order[start:start + size])
-        start += size
-    return out[rank::num_replicas]
+    return budget_batches(np.argsort(-lengths, kind="stable"), lengths, max_tokens, max_batch_size)[rank::num_replicas]
 
 
 class Collator:

@@ -19,8 +19,27 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
 
+THREADS_VARIABLE = "ACCELTUNE_THREADS"
+
+
+def inference_threads() -> int | None:
+    """ONNX Runtime threads from the user's ACCELTUNE_THREADS (None: the backend uses every usable core).
+    Read here, at the command line's edge, and passed to Predictor: the library reads no environment."""
+    import os
+
+    from acceltune.errors import UserError
+
+    value = os.environ.get(THREADS_VARIABLE)
+    if not value:
+        return None
+    try:
+        return max(1, int(value))
+    except ValueError:
+        raise UserError(f"{THREADS_VARIABLE}={value!r} is not a number of threads: set a whole number or unset it") from None
+
+
 def load_predictor(args: argparse.Namespace):
     from acceltune.inference.predictor import Predictor
 
     return Predictor(args.model_dir, backend=args.backend, device=args.device, precision=args.precision,
-                     max_batch_tokens=args.max_batch_tokens)
+                     max_batch_tokens=args.max_batch_tokens, threads=inference_threads())

@@ -22,17 +22,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parity-data", default=None, metavar="FILE",
                    help="texts for the parity check (default: --calibration-data, else the test/validation/train file named in the model's training_config.yaml, else the demo test set)")
     p.add_argument("--text-column", default=None, help="text column of --parity-data/--calibration-data (default: the first of text, sentence, content, message, utterance, question)")
+    p.add_argument("--max-accuracy-drop", type=float, default=None, metavar="POINTS",
+                   help="int8 on labelled parity data: accept at most this many accuracy points below fp32 (default: 0.5)")
+    p.add_argument("--min-agreement", type=float, default=None, metavar="FRACTION",
+                   help="int8: judge by label agreement with fp32 on its confident predictions, and accept this much "
+                        "(0-1; default 0.99, used where the parity data has no labels)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
 
 
 def run(args: argparse.Namespace) -> int:
-    from acceltune.export.onnx import export_model
+    from acceltune.export import export_model
 
     quiet = bool(args.json)
     result = export_model(
         args.model_dir, args.output, format=args.format, quantize=args.quantize, opset=args.opset,
         overwrite=args.overwrite, calibration_data=args.calibration_data, parity_data=args.parity_data,
         log=(lambda msg: None) if quiet else (lambda msg: print(msg, flush=True)), text_column=args.text_column,
+        min_agreement=args.min_agreement, max_accuracy_drop=args.max_accuracy_drop,
     )
     if quiet:
         print(json.dumps({"output": str(result.output), "format": result.format, "quantization": result.quantization or "none",

@@ -12,7 +12,8 @@ BACKENDS = ("auto", "torch", "onnx", "tensorrt")
 
 
 def load_backend(model_dir: str | Path, info: ModelInfo, name: str = "auto", device: str = "auto",
-                 precision: str = "auto") -> Backend:
+                 precision: str = "auto", threads: int | None = None) -> Backend:
+    """``threads``: ONNX Runtime intra-op threads on the CPU (None: every usable core)."""
     name = (name or "auto").lower()
     if name not in BACKENDS:
         raise UserError(f"unknown --backend {name!r}: use one of {', '.join(BACKENDS)}")
@@ -33,7 +34,7 @@ def load_backend(model_dir: str | Path, info: ModelInfo, name: str = "auto", dev
             pass
         from acceltune.inference.backends.onnx_backend import OnnxBackend
 
-        return OnnxBackend(model_dir, info, device=device)
+        return OnnxBackend(model_dir, info, device=device, threads=threads)
     if name == "tensorrt":
         from acceltune.inference.backends.tensorrt_backend import TensorRTBackend
 

@@ -1,18 +1,18 @@
 """ONNX Runtime backend for directories written by `acceltune export --format onnx` (fp32 or int8).
 
-CPU: one intra-op thread per usable core (ACCELTUNE_THREADS overrides), sequential execution,
+CPU: one intra-op thread per usable core unless the caller passes ``threads``, sequential execution,
 all graph optimisations, spinning threads (lowest latency; see docs/benchmarks.md).
+Outputs: "logits" and, in exports made since they carry it, "features" (the head's pooled input).
 CUDA: the CUDA execution provider when onnxruntime-gpu is installed and a GPU is visible.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
-from acceltune.inference.backends.base import Backend
+from acceltune.inference.backends.base import Backend, Outputs
 from acceltune.cpu import usable_cpu_count
 from acceltune.errors import UserError
 from acceltune.modeldir import ModelInfo
@@ -26,21 +26,11 @@ def onnx_file(model_dir: Path, info: ModelInfo) -> Path:
     return path
 
 
-def default_threads() -> int:
-    env = os.environ.get("ACCELTUNE_THREADS")
-    if env:
-        try:
-            return max(1, int(env))
-        except ValueError:
-            raise UserError(f"ACCELTUNE_THREADS={env!r} is not a number of threads") from None
-    return usable_cpu_count()
-
-
 def cpu_session_options(threads: int | None = None, spinning: bool = True):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.intra_op_num_threads = threads or default_threads()
+    so.intra_op_num_threads = threads or usable_cpu_count()
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -80,6 +70,27 @@ def _gpu_visible() -> bool:
         return False
 
 
+def output_names(session) -> tuple[str, ...]:
+    """("logits", "features"), or the first output alone for exports made before they carried features."""
+    names = [o.name for o in session.get_outputs()]
+    return ("logits", "features") if "logits" in names and "features" in names else (names[0],)
+
+
+def feature_output(session, names: tuple[str, ...]) -> tuple[bool, int | None]:
+    """Whether the session has a features output, and its width (fixed in the export)."""
+    if len(names) < 2:
+        return False, None
+    width = next(o.shape[-1] for o in session.get_outputs() if o.name == names[1])
+    return True, width if isinstance(width, int) else None
+
+
+def run_session(session, input_names, names: tuple[str, ...], batch: dict[str, np.ndarray]) -> Outputs:
+    feed = {k: np.ascontiguousarray(batch[k], dtype=np.int64) for k in input_names}
+    out = session.run(list(names), feed)
+    features = out[1].astype(np.float32, copy=False) if len(out) > 1 else None
+    return Outputs(out[0].astype(np.float32, copy=False), features)
+
+
 class OnnxBackend(Backend):
     name = "onnx"
 
@@ -106,13 +117,12 @@ class OnnxBackend(Backend):
         except Exception as e:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
             raise UserError(f"ONNX Runtime cannot load {self.path}: {str(e).strip().splitlines()[0][:300]}") from None
         self.input_names = tuple(i.name for i in self.session.get_inputs())
-        self.output_name = self.session.get_outputs()[0].name
+        self.output_names = output_names(self.session)
+        self.has_features, self.feature_size = feature_output(self.session, self.output_names)
         self.pad_to_multiple_of = None if self.device == "cpu" else 8
 
-    def logits(self, features: dict[str, np.ndarray]) -> np.ndarray:
-        feed = {k: np.ascontiguousarray(features[k], dtype=np.int64) for k in self.input_names}
-        out = self.session.run([self.output_name], feed)[0]
-        return out.astype(np.float32, copy=False)
+    def forward(self, batch: dict[str, np.ndarray]) -> Outputs:
+        return run_session(self.session, self.input_names, self.output_names, batch)
 
     def describe(self) -> dict:
         extra = self.info.extra or {}

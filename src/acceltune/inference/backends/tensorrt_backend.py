@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from acceltune.inference.backends.base import Backend
+from acceltune.inference.backends.base import Backend, Outputs
 from acceltune.errors import UserError
 from acceltune.modeldir import ModelInfo
 
@@ -72,7 +72,7 @@ class TensorRTBackend(Backend):
         device_id = require_tensorrt(device)
         import onnxruntime as ort
 
-        from acceltune.inference.backends.onnx_backend import onnx_file
+        from acceltune.inference.backends.onnx_backend import feature_output, onnx_file, output_names
 
         self.model_dir = Path(model_dir).resolve()
         self.info = info
@@ -104,11 +104,13 @@ class TensorRTBackend(Backend):
             raise UserError("ONNX Runtime fell back from TensorRT (check the TensorRT and CUDA library versions): use --backend onnx")
         self.device = f"cuda:{device_id}"
         self.input_names = tuple(i.name for i in self.session.get_inputs())
-        self.output_name = self.session.get_outputs()[0].name
+        self.output_names = output_names(self.session)
+        self.has_features, self.feature_size = feature_output(self.session, self.output_names)
 
-    def logits(self, features: dict[str, np.ndarray]) -> np.ndarray:
-        feed = {k: np.ascontiguousarray(features[k], dtype=np.int64) for k in self.input_names}
-        return self.session.run([self.output_name], feed)[0].astype(np.float32, copy=False)
+    def forward(self, batch: dict[str, np.ndarray]) -> Outputs:
+        from acceltune.inference.backends.onnx_backend import run_session
+
+        return run_session(self.session, self.input_names, self.output_names, batch)
 
     def describe(self) -> dict:
         return {"backend": self.name, "device": self.device, "precision": (self.info.extra or {}).get("precision", "fp16"),

@@ -1,4 +1,4 @@
-"""PyTorch backend: the trained transformers model, in inference mode."""
+"""PyTorch backend: the trained transformers model, in inference mode, returning logits and pooled features."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from acceltune.inference.backends.base import Backend
+from acceltune.inference.backends.base import Backend, Outputs
+from acceltune.inference.heads import WithFeatures
 from acceltune.hardware import resolve_device, resolve_precision
 
 
@@ -21,9 +22,11 @@ class TorchBackend(Backend):
 
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device, for_training=False)
-        self.model = AutoModelForSequenceClassification.from_pretrained(model_dir)
-        self.model.to(self.device).eval()
-        forward_args = inspect.signature(self.model.forward).parameters
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+        forward_args = inspect.signature(model.forward).parameters
+        self.model = WithFeatures(model).to(self.device).eval()
+        self.has_features = self.model.head is not None
+        self.feature_size = self.model.head.in_features if self.has_features else None
         self.input_names = tuple(n for n in ("input_ids", "attention_mask", "token_type_ids") if n in forward_args)
         self.pad_to_multiple_of = 8 if self.device.type == "cuda" else None
         self._autocast = (
@@ -33,15 +36,15 @@ class TorchBackend(Backend):
         )
 
     @torch.inference_mode()
-    def logits(self, features: dict[str, np.ndarray]) -> np.ndarray:
+    def forward(self, batch: dict[str, np.ndarray]) -> Outputs:
         inputs = {
             k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device, non_blocking=True)
-            for k, v in features.items()
+            for k, v in batch.items()
             if k in self.input_names
         }
         with self._autocast:
-            out = self.model(**inputs).logits
-        return out.float().cpu().numpy()
+            logits, features = self.model(**inputs)
+        return Outputs(logits.float().cpu().numpy(), None if features is None else features.float().cpu().numpy())
 
     def describe(self) -> dict:
         return {"backend": self.name, "device": str(self.device), "precision": self.precision.name}
