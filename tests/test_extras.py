@@ -83,3 +83,24 @@ def test_doctor_reports_the_extras_from_the_package_metadata(capsys, monkeypatch
     assert main(["doctor", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["extras"]["cpu"] is False and report["extras"]["serve"] is True
+
+
+def test_the_core_trains_and_predicts_without_any_extra(tmp_path, tiny_model_dir):
+    """What `pip install acceltune` (no extras) gives: train, then predict with the torch backend."""
+    import subprocess
+
+    from helpers import write_labeled_csv
+
+    data = write_labeled_csv(tmp_path / "train.csv", n_per_class=10)
+    blocked = ["fastapi", "uvicorn", "onnx", "onnxruntime", "onnxscript", "numba", "tensorboard"]
+    run = tmp_path / "run"
+    code = (f"import sys\nfor m in {blocked!r}:\n    sys.modules[m] = None\n"
+            "from acceltune.cli import main\n"
+            f"code = main(['train', '--train', {str(data)!r}, '--model', {str(tiny_model_dir)!r}, '--max-steps', '2',"
+            f" '--batch-size', '8', '--output-dir', {str(run)!r}])\n"
+            "assert code == 0, code\n"
+            f"sys.exit(main(['predict', {str(run)!r}, '--input', {str(data)!r}, '--output', {str(tmp_path / 'p.jsonl')!r}]))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "pip install 'acceltune[tensorboard]'" in " ".join(r.stderr.split())  # the warning names the extra; training went on
+    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 30

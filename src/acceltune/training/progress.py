@@ -53,7 +53,9 @@ class RunLogger:
 
             self.writer = SummaryWriter(str(output_dir / "logs"))
         except UserError as e:  # tensorboard is an extra: training goes on without event files
-            self.console.print(f"[yellow]no TensorBoard event files will be written: {e}")
+            from rich.markup import escape
+
+            self.console.print(f"[yellow]no TensorBoard event files will be written: {escape(str(e))}")  # [..] is no markup
         log_path = output_dir / "log.jsonl"
         if history is not None:
             # Resuming: the log holds exactly the checkpoint's history (records logged after it, by the
