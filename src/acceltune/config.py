@@ -202,7 +202,7 @@ _FLAG_TYPES: dict[str, Any] = {"str": str, "int": int, "float": float, "Path": P
 def add_dataclass_arguments(parser, cls, *, exclude: tuple[str, ...] = ()) -> None:
     """One ``--field-name`` flag per field of the dataclass ``cls`` (an argparse parser or argument group):
     the type from the annotation (str, int, float, Path, bool as --x/--no-x, each optionally ``| None``),
-    the default from the field, the help from ``metadata["help"]``. A field without a default is required.
+    the default from the field, the help (and any ``choices``) from ``metadata``. A field without a default is required.
     A field of another type is a TypeError: pass it in ``exclude`` and add its flag by hand."""
     import argparse
 
@@ -213,6 +213,8 @@ def add_dataclass_arguments(parser, cls, *, exclude: tuple[str, ...] = ()) -> No
         base = annotation.replace(" | None", "").replace("None | ", "").strip()
         flag = "--" + f.name.replace("_", "-")
         kw: dict[str, Any] = {"default": field_default(f), "help": f.metadata.get("help", "")}
+        if "choices" in f.metadata:
+            kw["choices"] = f.metadata["choices"]
         if f.default is MISSING and f.default_factory is MISSING:
             kw["required"] = True
         if base == "bool":
