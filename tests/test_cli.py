@@ -126,6 +126,50 @@ def test_yaml_config_and_flag_precedence(capsys, tmp_path, monkeypatch):
     assert_user_error(capsys, ["train", "--config", str(bad)], "learning_rat")
 
 
+def test_saved_training_config_loads_back(tmp_path):
+    """The grouped YAML saved with every model reads back through the same flattening as --config."""
+    from acceltune.config import DataArgs, TrainArgs, TrainConfig
+
+    config = TrainConfig(data=DataArgs(label_column="intent"), train=TrainArgs(batch_size=5, precision="fp32"))
+    config.save(tmp_path / "c.yaml")
+    assert TrainConfig.load(tmp_path / "c.yaml") == config
+
+
+def test_flags_from_a_dataclass():
+    """The helper behind train's (and serve's) generated flags: types, defaults, help, choices, required."""
+    import argparse
+    from dataclasses import dataclass, field
+    from pathlib import Path
+
+    from acceltune.config import add_dataclass_arguments, dataclass_values
+
+    @dataclass
+    class Settings:
+        model_dir: Path
+        port: int = 8080
+        scale: float | None = None
+        name: str = field(default="a", metadata={"help": "the name", "choices": ["a", "b"]})
+        verbose: bool = True
+
+    parser = argparse.ArgumentParser()
+    add_dataclass_arguments(parser, Settings)
+    args = parser.parse_args(["--model-dir", "m", "--scale", "0.5", "--no-verbose"])
+    assert Settings(**dataclass_values(args, Settings)) == Settings(Path("m"), 8080, 0.5, "a", False)
+    assert "the name" in parser.format_help()
+    with pytest.raises(SystemExit):
+        parser.parse_args([])  # --model-dir has no default: required
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--model-dir", "m", "--name", "c"])  # not one of the choices
+
+    @dataclass
+    class WithTuple:
+        keys: tuple[str, ...] = ()
+
+    with pytest.raises(TypeError, match="keys"):
+        add_dataclass_arguments(argparse.ArgumentParser(), WithTuple)
+    add_dataclass_arguments(argparse.ArgumentParser(), WithTuple, exclude=("keys",))
+
+
 def test_subprocess_error_has_no_traceback(tmp_path):
     r = run_cli("train", "--train", tmp_path / "missing.csv", "--output-dir", tmp_path / "o")
     assert r.returncode == 2
