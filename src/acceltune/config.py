@@ -1,6 +1,7 @@
 """Typed, grouped configuration for training. Every field is also a CLI flag (--field-name) and a
 YAML key (field_name); validation lives in __post_init__ so a bad value fails before any work.
 The resolved config is saved with every checkpoint and with the final model.
+``add_dataclass_arguments`` turns any settings dataclass into flags (train's groups, serve's settings).
 """
 
 from __future__ import annotations
