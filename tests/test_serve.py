@@ -23,7 +23,7 @@ import pytest
 
 from acceltune.errors import UserError
 from acceltune.inference.predictor import Predictor
-from acceltune.serve import ServeSettings, create_app
+from acceltune.serve import ClassifyRoutes, ServeSettings, create_app
 
 TEXTS = ["I love this movie", "this was terrible", "an ordinary afternoon", "where is my card",
          "please refund my payment", "the quick brown fox", "great service, thanks", "meh"]
@@ -41,10 +41,17 @@ class GatedBackend:
         self.inner, self.gate, self.entered = inner, threading.Event(), threading.Event()
         self.input_names, self.pad_to_multiple_of, self.name = inner.input_names, inner.pad_to_multiple_of, "gated"
 
-    def logits(self, features):
+    def _wait(self):
         self.entered.set()
         assert self.gate.wait(30)
-        return self.inner.logits(features)
+
+    def logits(self, batch):
+        self._wait()
+        return self.inner.logits(batch)
+
+    def forward(self, batch):
+        self._wait()
+        return self.inner.forward(batch)
 
     def describe(self):
         return {"backend": self.name}
@@ -59,14 +66,11 @@ def gated(predictor: Predictor) -> tuple[Predictor, GatedBackend]:
 @contextlib.asynccontextmanager
 async def serving(settings: ServeSettings, predictor: Predictor | None, wait_ready: bool = True, **kwargs):
     factory = kwargs.pop("predictor_factory", None) or (lambda s: predictor)
-    app = create_app(settings, predictor_factory=factory, **kwargs)
+    app = create_app(settings, routers=[ClassifyRoutes(settings.model_dir, predictor_factory=factory).router], **kwargs)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test", timeout=30) as client:
             if wait_ready:
-                for _ in range(400):
-                    if (await client.get("/readyz")).status_code == 200:
-                        break
-                    await asyncio.sleep(0.01)
+                await until(lambda: app.state.serve.ready, "ready")
             client.app = app
             yield client
 
@@ -79,14 +83,40 @@ def sample(app, name: str, labels: dict | None = None) -> float:
     return app.state.serve.metrics.registry.get_sample_value(name, labels or {}) or 0.0
 
 
+CLASSIFY = {"batcher": "classify"}
+
+
+def queued(app) -> int:
+    return app.state.serve.batchers["classify"].queued_inputs
+
+
+async def until(condition, what: str = "condition"):
+    """Poll ``condition`` (a real event or counter), bounded: fail rather than hang."""
+    for _ in range(4000):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"{what} not reached")
+
+
 # ------------------------------------------------------------------------------------------ batching
 
 def test_concurrent_requests_are_batched_and_each_gets_its_own_results(tiny_model_dir, predictor):
     requests = [TEXTS[i % len(TEXTS):][:1 + i % 3] or TEXTS[:1] for i in range(24)]
+    p, backend = gated(predictor)
+    backend.gate.set()  # open for the warm-up
 
     async def main():
-        async with serving(settings(tiny_model_dir, max_wait_ms=50, max_batch_size=64), predictor) as c:
-            responses = await asyncio.gather(*[c.post("/v1/classify", json={"inputs": r, "top_k": 2}) for r in requests])
+        async with serving(settings(tiny_model_dir, max_wait_ms=0, max_batch_size=64), p) as c:
+            backend.gate.clear()
+            backend.entered.clear()
+            # The first request holds the worker; the others queue behind it and must run as one batch.
+            first = asyncio.create_task(c.post("/v1/classify", json={"inputs": requests[0], "top_k": 2}))
+            await until(backend.entered.is_set, "first batch running")
+            rest = [asyncio.create_task(c.post("/v1/classify", json={"inputs": r, "top_k": 2})) for r in requests[1:]]
+            await until(lambda: queued(c.app) == sum(len(r) for r in requests[1:]), "all requests queued")
+            backend.gate.set()
+            responses = [await first] + list(await asyncio.gather(*rest))
             single = await c.post("/v1/classify", json={"inputs": TEXTS[0]})
             return responses, single, c.app
 
@@ -101,13 +131,14 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_results(tiny_mode
             assert g["score"] == pytest.approx(w["score"], abs=1e-4)
             assert g["truncated"] is False and len(g["top_k"]) == 2
     assert single.json()["results"][0]["label"] == predictor.predict(TEXTS[:1])[0]["label"]
-    batches = sample(app, "acceltune_batch_size_count")
-    inputs = sample(app, "acceltune_batch_size_sum")
-    assert inputs == sum(len(r) for r in requests) + 1
-    assert inputs / batches > 1, "concurrent requests were not batched together"
-    assert sample(app, "acceltune_batch_requests_sum") / batches > 1
+    # warm-up (not counted: it runs before the batcher exists), the first request, the other 23 as one, the single.
+    assert sample(app, "acceltune_batch_size_count", CLASSIFY) == 3
+    assert sample(app, "acceltune_batch_size_sum", CLASSIFY) == sum(len(r) for r in requests) + 1
+    assert sample(app, "acceltune_batch_requests_sum", CLASSIFY) == 25
+    assert sample(app, "acceltune_batch_size_bucket", {**CLASSIFY, "le": "32.0"}) == 2  # 1 and 1 (the 45-input batch is larger)
+    assert sample(app, "acceltune_inputs_total", CLASSIFY) == sum(len(r) for r in requests) + 1
     assert sample(app, "acceltune_http_requests_total", {"path": "/v1/classify", "status": "200"}) == 25
-    assert sample(app, "acceltune_tokens_total") > inputs
+    assert sample(app, "acceltune_tokens_total", CLASSIFY) > sample(app, "acceltune_inputs_total", CLASSIFY)
 
 
 # ------------------------------------------------------------------------------- readiness, model, metrics
@@ -128,10 +159,7 @@ def test_readyz_is_503_until_the_model_is_loaded(tiny_model_dir, predictor):
             assert (await c.post("/v1/classify", json={"inputs": "hi"})).status_code == 503
             assert (await c.get("/v1/model")).status_code == 503
             release.set()
-            for _ in range(500):
-                if (await c.get("/readyz")).status_code == 200:
-                    break
-                await asyncio.sleep(0.01)
+            await until(lambda: c.app.state.serve.ready, "ready")
             assert (await c.get("/readyz")).json() == {"status": "ready"}
             model = (await c.get("/v1/model")).json()
             metrics = (await c.get("/metrics")).text
@@ -163,10 +191,7 @@ def test_a_model_that_fails_to_load_reports_it(tiny_model_dir):
     async def main():
         async with serving(settings(tiny_model_dir), None, wait_ready=False, predictor_factory=broken,
                            on_load_error=errors.append) as c:
-            for _ in range(200):
-                if errors:
-                    break
-                await asyncio.sleep(0.01)
+            await until(lambda: errors, "load error reported")
             return await c.get("/readyz")
 
     r = asyncio.run(main())
@@ -185,13 +210,6 @@ def test_full_queue_answers_429_with_retry_after_at_once(tiny_model_dir, predict
     p, backend = gated(predictor)
     backend.gate.set()  # open for the warm-up
 
-    async def until(condition):
-        for _ in range(2000):
-            if condition():
-                return
-            await asyncio.sleep(0.005)
-        raise AssertionError("condition not reached")
-
     async def main():
         s = settings(tiny_model_dir, max_batch_size=1, max_queue=2, max_inputs=2, max_wait_ms=0)
         async with serving(s, p) as c:
@@ -200,7 +218,7 @@ def test_full_queue_answers_429_with_retry_after_at_once(tiny_model_dir, predict
             first = asyncio.create_task(c.post("/v1/classify", json={"inputs": "a"}))
             await until(backend.entered.is_set)  # the worker holds the first request
             second = asyncio.create_task(c.post("/v1/classify", json={"inputs": ["b", "c"]}))  # queued: 2 of 2
-            await until(lambda: c.app.state.serve.batcher.queued_inputs >= 2)
+            await until(lambda: queued(c.app) >= 2)
             t0 = time.perf_counter()
             rejected = await c.post("/v1/classify", json={"inputs": "d"})
             elapsed = time.perf_counter() - t0
@@ -230,15 +248,9 @@ def test_full_queue_still_asks_for_the_api_key_first(tiny_model_dir, predictor):
             backend.gate.clear()
             backend.entered.clear()
             first = asyncio.create_task(c.post("/v1/classify", json={"inputs": "a"}, headers=key))
-            for _ in range(2000):
-                if backend.entered.is_set():
-                    break
-                await asyncio.sleep(0.005)
+            await until(backend.entered.is_set, "first batch running")
             second = asyncio.create_task(c.post("/v1/classify", json={"inputs": "b"}, headers=key))
-            for _ in range(2000):
-                if c.app.state.serve.batcher.queued_inputs >= 1:
-                    break
-                await asyncio.sleep(0.005)
+            await until(lambda: queued(c.app) >= 1, "second request queued")
             anonymous = await c.post("/v1/classify", json={"inputs": "c"})
             refused = await c.post("/v1/classify", json={"inputs": "c"}, headers=key)
             backend.gate.set()
@@ -254,7 +266,7 @@ def test_full_queue_still_asks_for_the_api_key_first(tiny_model_dir, predictor):
 def test_inference_threads_run_at_lower_priority(tiny_model_dir, predictor):
     async def main():
         async with serving(settings(tiny_model_dir, inference_nice=5), predictor) as c:
-            worker = c.app.state.serve.batcher._thread.native_id
+            worker = c.app.state.serve.batchers["classify"].worker_native_id
             assert (await c.post("/v1/classify", json={"inputs": "a"})).status_code == 200
             return os.getpriority(os.PRIO_PROCESS, worker)
 
@@ -384,13 +396,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def queue_depth(base: str) -> float:
+    """From /metrics, parsed with prometheus_client's own parser (so the exposition must stay valid)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{base}/metrics", timeout=5).text
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "acceltune_queue_depth" and s.labels == {"batcher": "classify"}:
+                return s.value
+    return 0.0
+
+
 def test_sigterm_finishes_every_accepted_request(tiny_model_dir, tmp_path):
     port = _free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     log = open(tmp_path / "server.log", "w")
-    # A long batching window keeps the requests in flight (accepted, queued) when SIGTERM arrives.
+    # A batching window far longer than the test keeps every request queued until SIGTERM: only the drain
+    # can answer them.
     proc = subprocess.Popen([sys.executable, "-m", "acceltune", "serve", str(tiny_model_dir), "--port", str(port),
-                             "--backend", "torch", "--max-wait-ms", "1500", "--max-batch-size", "256"],
+                             "--backend", "torch", "--max-wait-ms", "120000", "--max-batch-size", "256",
+                             "--request-timeout-s", "300"],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -409,7 +435,11 @@ def test_sigterm_finishes_every_accepted_request(tiny_model_dir, tmp_path):
 
         with ThreadPoolExecutor(12) as pool:
             futures = [pool.submit(call, i) for i in range(12)]
-            time.sleep(0.6)  # all sent and queued, the batch window still open
+            want = sum(1 + i % 3 for i in range(12))
+            deadline = time.time() + 60
+            while queue_depth(base) < want:  # every request accepted and queued
+                assert time.time() < deadline and not any(f.done() for f in futures), "requests not queued"
+                time.sleep(0.02)
             proc.send_signal(signal.SIGTERM)
             responses = [f.result() for f in futures]
         rc = proc.wait(30)

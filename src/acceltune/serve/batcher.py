@@ -1,13 +1,12 @@
-"""Dynamic batching across concurrent requests.
+"""Dynamic batching across concurrent requests, for any batch function.
 
-Requests are queued on the event loop (``submit``, non-blocking, bounded) and one worker thread forms
-batches: it takes the oldest request, then waits up to ``max_wait_s`` after that request arrived for
-others, until ``max_batch_size`` inputs are queued. A request is never split across batches. The
-worker tokenizes, runs the backend and formats each request's results off the event loop, then hands
-all of the batch's results back to the loop in one callback.
-
-Inference runs through the same Predictor methods as ``acceltune predict`` (encode, batches, pad,
-backend.logits, format_result), so a request's results equal ``Predictor.predict`` on its inputs.
+A batch function takes a list of inputs and returns one result per input, in order (e.g. the classify
+route's: texts -> result dicts). Requests are queued on the event loop (``submit``, non-blocking,
+bounded) and one worker thread per batcher forms batches: it takes the oldest request, then waits up to
+``max_wait_s`` after that request arrived for others, until ``max_batch_size`` inputs are queued. A
+request is never split across batches. The worker runs the batch function off the event loop, then
+hands all of the batch's results back to the loop in one callback. Several batchers (one per model or
+route) may run in one app.
 """
 
 from __future__ import annotations
@@ -20,15 +19,15 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:
-    from acceltune.inference.predictor import Predictor
-    from acceltune.serve.metrics import Metrics
+    from acceltune.serve.metrics import BatcherMetrics
 
 log = logging.getLogger("acceltune.serve")
+
+#: Inputs in, one result per input out, in order. Runs on the batcher's worker thread.
+BatchFunction = Callable[[list], Sequence[Any]]
 
 
 def lower_thread_priority(increment: int) -> None:
@@ -56,25 +55,13 @@ class RequestTimeout(Exception):
     """The request was not answered within its timeout."""
 
 
-class InputTooLong(Exception):
-    """An input exceeds the model's maximum tokens and the request asked not to truncate."""
-
-    def __init__(self, index: int, max_length: int):
-        super().__init__(f"inputs[{index}] is longer than the model's maximum of {max_length} tokens "
-                         "(send \"truncate\": true to classify its first tokens)")
-        self.index, self.max_length = index, max_length
-
-
 class InferenceFailed(Exception):
-    """The backend raised while running the batch this request was in."""
+    """The batch function raised while running the batch this request was in."""
 
 
 @dataclass(eq=False, slots=True)
 class Job:
-    texts: list[str]
-    pairs: list[str] | None
-    top_k: int
-    truncate: bool
+    inputs: list
     future: asyncio.Future
     enqueued: float
     timer: asyncio.TimerHandle | None
@@ -82,9 +69,10 @@ class Job:
 
 
 class Batcher:
-    def __init__(self, predictor: "Predictor", max_batch_size: int = 64, max_wait_s: float = 0.002,
-                 max_queue: int = 256, metrics: "Metrics | None" = None, nice: int = 0):
-        self.predictor = predictor
+    def __init__(self, fn: BatchFunction, *, name: str = "batch", max_batch_size: int = 64, max_wait_s: float = 0.002,
+                 max_queue: int = 256, metrics: "BatcherMetrics | None" = None, nice: int = 0):
+        self.fn = fn
+        self.name = name
         self.nice = nice
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
@@ -94,6 +82,7 @@ class Batcher:
         self._queued_inputs = 0
         self._cond = threading.Condition(threading.Lock())
         self._closing = False
+        self._hurry = False  # shutting down: run what is queued without waiting for fuller batches
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -101,27 +90,32 @@ class Batcher:
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._loop = loop or asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._run, name="acceltune-batcher", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"acceltune-batcher-{self.name}", daemon=True)
         self._thread.start()
+        if self.metrics is not None:
+            self.metrics.queue_depth.set_function(lambda: self._queued_inputs)
 
     @property
     def queued_inputs(self) -> int:
         return self._queued_inputs
 
     @property
-    def closing(self) -> bool:
-        return self._closing
+    def full(self) -> bool:
+        return self._queued_inputs >= self.max_queue
 
-    def submit(self, texts: list[str], pairs: list[str] | None = None, top_k: int = 1, truncate: bool = True,
-               timeout_s: float | None = None) -> asyncio.Future:
-        """Queue one request; the future resolves to its list of result dicts (or a Batcher exception).
+    @property
+    def worker_native_id(self) -> int | None:
+        return self._thread.native_id if self._thread is not None else None
+
+    def submit(self, inputs: list, timeout_s: float | None = None) -> asyncio.Future:
+        """Queue one request's inputs; the future resolves to their results, in order (or a Batcher exception).
 
         Never blocks: raises QueueFull or Draining at once when the request cannot be queued.
         """
         loop = self._loop
         future = loop.create_future()
-        n = len(texts)
-        job = Job(texts, pairs, top_k, truncate, future, time.perf_counter(), None, False)
+        n = len(inputs)
+        job = Job(inputs, future, time.perf_counter(), None, False)
         with self._cond:
             if self._closing:
                 raise Draining()
@@ -156,6 +150,18 @@ class Batcher:
             else:
                 job.future.set_result(outcome)
 
+    def hurry(self) -> None:
+        """Stop waiting for fuller batches (still accepting): on SIGTERM, before uvicorn waits for the
+        requests in flight, which a long --max-wait-ms would otherwise hold back. Safe in a signal handler:
+        the lock is taken later, on the event loop (the handler may have interrupted a holder of it)."""
+        self._hurry = True
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify()
+
     async def close(self) -> None:
         """Stop accepting, finish everything queued, stop the worker."""
         with self._cond:
@@ -176,7 +182,7 @@ class Batcher:
                 if not self._queue:
                     return None
                 deadline = self._queue[0].enqueued + self.max_wait_s
-                while self._queued_inputs < self.max_batch_size and not self._closing:
+                while self._queued_inputs < self.max_batch_size and not (self._closing or self._hurry):
                     remaining = deadline - time.perf_counter()
                     if remaining <= 0:
                         break
@@ -184,7 +190,7 @@ class Batcher:
                 batch, size = [], 0
                 while self._queue:
                     job = self._queue[0]
-                    n = len(job.texts)
+                    n = len(job.inputs)
                     if job.abandoned:
                         self._queue.popleft()
                         self._queued_inputs -= n
@@ -206,9 +212,9 @@ class Batcher:
                 return
             started = time.perf_counter()
             try:
-                outcomes = self._infer(batch)
-            except Exception as e:  # the backend failed: every request of the batch gets a 500
-                log.exception("inference failed for a batch of %d request(s)", len(batch))
+                outcomes = self._call(batch)
+            except Exception as e:  # the batch function failed: every request of the batch gets a 500
+                log.exception("batch function %r failed for a batch of %d request(s)", self.name, len(batch))
                 outcomes = [InferenceFailed(f"inference failed: {e.__class__.__name__}: {e}")] * len(batch)
             if self.metrics is not None:
                 m = self.metrics
@@ -221,35 +227,17 @@ class Batcher:
             except RuntimeError:  # the loop is closed: nobody is waiting any more
                 return
 
-    def _infer(self, batch: list[Job]) -> list:
-        p = self.predictor
-        texts: list[str] = []
-        pairs: list[str] | None = [] if batch[0].pairs is not None else None
-        for job in batch:
-            texts.extend(job.texts)
-            if pairs is not None:
-                pairs.extend(job.pairs)
-        encoded = p.encode(texts, pairs)
-        logits = np.zeros((len(texts), len(p.labels)), dtype=np.float32)
-        for idx in p.batches(encoded.lengths):
-            logits[idx] = p.backend.logits(p.pad(encoded, idx))
-        probs = p.probabilities(logits)
-        truncated: Sequence[bool] = encoded.truncated
+    def _call(self, batch: list[Job]) -> list[list]:
+        inputs = [x for job in batch for x in job.inputs]
+        results = self.fn(inputs)
+        if len(results) != len(inputs):
+            raise RuntimeError(f"the batch function returned {len(results)} results for {len(inputs)} inputs")
         if self.metrics is not None:
-            self.metrics.batch_size.observe(len(texts))
-            self.metrics.inputs.inc(len(texts))
-            self.metrics.tokens.inc(sum(encoded.lengths))
-            n_trunc = sum(truncated)
-            if n_trunc:
-                self.metrics.truncated.inc(n_trunc)
-        outcomes: list = []
-        start = 0
+            self.metrics.batch_size.observe(len(inputs))
+            self.metrics.inputs.inc(len(inputs))
+        outcomes, start = [], 0
         for job in batch:
-            end = start + len(job.texts)
-            if not job.truncate and any(truncated[start:end]):
-                first = next(i for i in range(start, end) if truncated[i]) - start
-                outcomes.append(InputTooLong(first, p.info.max_length))
-            else:
-                outcomes.append([p.format_result(probs[i], truncated[i], job.top_k) for i in range(start, end)])
+            end = start + len(job.inputs)
+            outcomes.append(list(results[start:end]))
             start = end
         return outcomes

@@ -7,7 +7,8 @@ from starlette.responses import Response
 
 
 class APIError(Exception):
-    """Raised where returning is awkward (dependencies); rendered by the app's exception handler."""
+    """An error answer. Raised by handlers and dependencies, rendered by the app's exception handler;
+    middleware (the load shedder) sends ``response()`` itself."""
 
     def __init__(self, status: int, type: str, message: str, *, limit: str | None = None, max: float | None = None,
                  errors: list | None = None, headers: dict | None = None):

@@ -1,20 +1,34 @@
 """Prometheus metrics, one registry per app (so several apps in one process, e.g. tests, never collide).
 
-Hot-path cost is kept to a few microseconds per request: labelled children are cached, the queue
-depth is read only at scrape time, and per-input counters are updated once per batch.
+HTTP metrics are labelled by path (the app's own routes; anything else is "other"), batching metrics by
+batcher (one per model or route, e.g. "classify"). Hot-path cost is kept to a few microseconds per
+request: labelled children are cached, queue depths are read only at scrape time, and per-input
+counters are updated once per batch.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 512)
 
-#: Paths given their own label; anything else is counted as "other" (bounded label cardinality).
-KNOWN_PATHS = ("/v1/classify", "/v1/model", "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json")
+
+@dataclass(frozen=True)
+class BatcherMetrics:
+    """The children of one batcher's metrics (label ``batcher``), resolved once."""
+
+    queue_time: Histogram
+    batch_size: Histogram
+    batch_requests: Histogram
+    batch_time: Histogram
+    queue_depth: Gauge
+    inputs: Counter
+    tokens: Counter
+    truncated: Counter
 
 
 class Metrics:
@@ -26,24 +40,32 @@ class Metrics:
         self.latency = Histogram("acceltune_http_request_duration_seconds",
                                  "Time from request start to the last response byte, by path.", ("path",),
                                  buckets=LATENCY_BUCKETS, registry=r)
+        by = ("batcher",)
         self.queue_time = Histogram("acceltune_queue_wait_seconds",
-                                    "Time a classify request waited in the queue before its batch started.",
+                                    "Time a request waited in the queue before its batch started, by batcher.", by,
                                     buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_size = Histogram("acceltune_batch_size", "Inputs per model batch.", buckets=BATCH_BUCKETS, registry=r)
-        self.batch_requests = Histogram("acceltune_batch_requests", "Requests per model batch.", buckets=BATCH_BUCKETS,
-                                        registry=r)
+        self.batch_size = Histogram("acceltune_batch_size", "Inputs per model batch, by batcher.", by,
+                                    buckets=BATCH_BUCKETS, registry=r)
+        self.batch_requests = Histogram("acceltune_batch_requests", "Requests per model batch, by batcher.", by,
+                                        buckets=BATCH_BUCKETS, registry=r)
         self.batch_time = Histogram("acceltune_batch_duration_seconds",
-                                    "Time to tokenize, run and post-process one batch.", buckets=LATENCY_BUCKETS,
-                                    registry=r)
-        self.queue_depth = Gauge("acceltune_queue_depth", "Inputs waiting for a batch now.", registry=r)
-        self.inputs = Counter("acceltune_inputs", "Inputs classified.", registry=r)
-        self.tokens = Counter("acceltune_tokens", "Tokens classified (after truncation, before padding).", registry=r)
-        self.truncated = Counter("acceltune_truncated_inputs", "Inputs longer than the model's maximum tokens.",
-                                 registry=r)
-        self.rejected = Counter("acceltune_rejected_requests", "Classify requests refused before inference, by reason.",
+                                    "Time to run one batch (tokenize, infer, post-process), by batcher.", by,
+                                    buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_depth = Gauge("acceltune_queue_depth", "Inputs waiting for a batch now, by batcher.", by, registry=r)
+        self.inputs = Counter("acceltune_inputs", "Inputs run through a batch function, by batcher.", by, registry=r)
+        self.tokens = Counter("acceltune_tokens", "Tokens of text inputs (after truncation, before padding), by batcher.",
+                              by, registry=r)
+        self.truncated = Counter("acceltune_truncated_inputs", "Text inputs longer than the model's maximum tokens, by batcher.",
+                                 by, registry=r)
+        self.rejected = Counter("acceltune_rejected_requests", "Requests refused before their batch ran, by reason.",
                                 ("reason",), registry=r)
-        self.ready = Gauge("acceltune_ready", "1 once the model is loaded and the server accepts requests.", registry=r)
+        self.ready = Gauge("acceltune_ready", "1 once every model is loaded and the server accepts requests.", registry=r)
         self._children: dict[tuple[str, int], tuple] = {}
+
+    def for_batcher(self, name: str) -> BatcherMetrics:
+        return BatcherMetrics(*(m.labels(name) for m in (self.queue_time, self.batch_size, self.batch_requests,
+                                                          self.batch_time, self.queue_depth, self.inputs, self.tokens,
+                                                          self.truncated)))
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:
         key = (path, status)
@@ -55,12 +77,15 @@ class Metrics:
 
 
 class MetricsMiddleware:
-    """Pure ASGI middleware (no BaseHTTPMiddleware overhead): counts every response by path and status."""
+    """Pure ASGI middleware (no BaseHTTPMiddleware overhead): counts every response by path and status.
 
-    def __init__(self, app, metrics: Metrics):
+    ``paths``: the paths given their own label (the app's routes); anything else is counted as "other",
+    so that scanners cannot blow up the label cardinality."""
+
+    def __init__(self, app, metrics: Metrics, paths: frozenset[str]):
         self.app = app
         self.metrics = metrics
-        self.known = frozenset(KNOWN_PATHS)
+        self.known = paths
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":

@@ -1,43 +1,46 @@
-"""Server settings: one frozen object built from the `acceltune serve` flags (or by tests)."""
+"""Server settings: one frozen object built from the `acceltune serve` flags (or by tests and applications).
+
+The flags are generated from the fields (acceltune.config.add_dataclass_arguments): the help is the
+field's ``metadata["help"]``; comments say why a default is what it is.
+"""
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from acceltune.errors import UserError
 
 
+def _f(default, help: str = "", *, repr: bool = True, **metadata):
+    return field(default=default, repr=repr, metadata={"help": help, **metadata})
+
+
 @dataclass(frozen=True)
 class ServeSettings:
     model_dir: Path
-    backend: str = "auto"
-    device: str = "auto"
-    host: str = "127.0.0.1"
-    port: int = 8080
-    max_batch_size: int = 64
-    """Inputs per model batch (a batch may hold several requests; a request is never split)."""
-    max_batch_tokens: int | None = None
-    """Padded tokens per backend call: a batch is cut, longest inputs first, into calls within this budget.
-    None: 128 on CPU (short calls from length-sorted inputs served best under load), 8192 on GPU."""
-    max_wait_ms: float = 2.0
-    """How long the first queued input may wait for others before its batch runs."""
-    max_queue: int = 256
-    """Inputs waiting for a batch, all requests together; beyond it requests get 429 at once."""
-    request_timeout_s: float = 10.0
-    """From acceptance to result; past it the request gets 504."""
-    max_inputs: int = 256
-    """Inputs per request (413 beyond)."""
-    max_payload_bytes: int = 1_000_000
-    """Request body size (413 beyond)."""
-    api_keys: tuple[str, ...] = field(default=(), repr=False)
-    """Accepted Bearer tokens; empty: no authentication."""
-    inference_nice: int = 10
-    """Nice increment for the inference threads (Linux), so the event loop keeps answering under load
-    (measured: rejection p99 132 -> 16 ms at 4x the sustainable rate, and +7% requests/s)."""
-    graceful_shutdown_s: float | None = None
-    """How long SIGTERM waits for accepted requests (default: request timeout + 5 s)."""
+    backend: str = _f("auto", "inference backend; auto follows the directory's format", choices=("auto", "torch", "onnx", "tensorrt"))
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N")
+    host: str = _f("127.0.0.1", "address to listen on (0.0.0.0 for all interfaces)")
+    port: int = _f(8080)
+    max_batch_size: int = _f(64, "inputs per model batch (requests are never split)")
+    # None: 128 on CPU (short calls from length-sorted inputs served best under load), 8192 on GPU.
+    max_batch_tokens: int | None = _f(None, "padded tokens per backend call (a batch is cut into calls, longest inputs "
+                                            "first); default 128 on CPU, 8192 on GPU")
+    max_wait_ms: float = _f(2.0, "how long the oldest queued input waits for more before its batch runs")
+    max_queue: int = _f(256, "inputs waiting for a batch, all requests together; more gets 429 + Retry-After at once")
+    request_timeout_s: float = _f(10.0, "answer 504 if a request waits longer")
+    max_inputs: int = _f(256, "inputs per request (413 beyond)")
+    max_payload_bytes: int = _f(1_000_000, "request body size (413 beyond)")
+    api_keys: tuple[str, ...] = _f((), repr=False)
+    """Accepted Bearer tokens; empty: no authentication (the flag is --api-key-file)."""
+    # Measured: rejection p99 132 -> 16 ms at 4x the sustainable rate, and +7% requests/s.
+    inference_nice: int = _f(10, "lower the inference threads' priority by N (Linux, 0-19; 0 keeps it) so the event loop "
+                                 "answers and refuses requests promptly under load")
+    graceful_shutdown_s: float | None = _f(None)
+    """How long SIGTERM waits for accepted requests (default: request timeout + 5 s); no flag."""
+    threads: int | None = _f(None)
+    """ONNX Runtime intra-op threads on the CPU (None: every usable core); no flag."""
 
     def __post_init__(self):
         object.__setattr__(self, "model_dir", Path(self.model_dir))
@@ -51,6 +54,7 @@ class ServeSettings:
             (self.max_payload_bytes >= 64, "--max-payload-bytes must be >= 64"),
             (1 <= self.port <= 65535 or self.port == 0, "--port must be 0..65535"),
             (0 <= self.inference_nice <= 19, "--inference-nice must be 0..19"),
+            (self.threads is None or self.threads >= 1, "threads must be >= 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -63,12 +67,10 @@ class ServeSettings:
     def shutdown_timeout_s(self) -> float:
         return self.graceful_shutdown_s if self.graceful_shutdown_s is not None else self.request_timeout_s + 5.0
 
-    def key_matches(self, token: str) -> bool:
-        # Compare against every key, constant-time each, so timing reveals nothing about which matched.
-        matched = False
-        for key in self.api_keys:
-            matched |= hmac.compare_digest(token.encode(), key.encode())
-        return matched
+
+#: Fields without a generated flag: the positional MODEL_DIR, keys read from --api-key-file, and settings
+#: only an application (or test) sets.
+NOT_FLAGS = ("model_dir", "api_keys", "graceful_shutdown_s", "threads")
 
 
 def read_api_keys(path: str | Path) -> tuple[str, ...]:
@@ -82,3 +84,4 @@ def read_api_keys(path: str | Path) -> tuple[str, ...]:
     if any(any(c.isspace() for c in k) for k in keys):
         raise UserError(f"--api-key-file {path}: keys must not contain spaces")
     return keys
+

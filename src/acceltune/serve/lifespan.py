@@ -1,0 +1,81 @@
+"""Startup and shutdown shared by every route.
+
+Startup does not wait for the models: the server listens at once, /healthz answers 200 and /readyz 503
+until every router's model has been loaded and warmed up on a background thread (a slow load never makes
+the process look dead to an orchestrator). A router starts its batchers from its own lifespan with
+``start_batcher``. Shutdown (uvicorn, after SIGTERM, has stopped accepting connections and waited for
+every in-flight request) closes every batcher, each first finishing everything queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from contextlib import asynccontextmanager
+from typing import Callable, Iterable
+
+from fastapi import FastAPI
+
+from acceltune.serve.batcher import Batcher, BatchFunction, lower_thread_priority
+from acceltune.serve.state import ServeState
+
+log = logging.getLogger("acceltune.serve")
+
+
+def start_batcher(st: ServeState, name: str, load: Callable[[], BatchFunction], *, paths: Iterable[str] = ()) -> None:
+    """Run ``load`` on a background thread, then serve its batch function through a batcher called ``name``
+    (limits from the settings). ``paths``: the POST paths whose requests it serves, refused at the edge
+    (429) while its queue is full. Returns at once; the server is ready when every load has finished."""
+    if name in st.batchers or any(t.get_name() == f"load-{name}" for t in st.loading):
+        raise ValueError(f"a batcher called {name!r} exists already")
+    for path in paths:
+        st.batched_paths[path] = name
+    st.loading.append(asyncio.create_task(_load(st, name, load), name=f"load-{name}"))
+
+
+def _load_at_lower_priority(load: Callable[[], BatchFunction], nice: int) -> BatchFunction:
+    # This thread creates the backend's thread pools: at a lower priority, so do they (see lower_thread_priority).
+    lower_thread_priority(nice)
+    return load()
+
+
+async def _load(st: ServeState, name: str, load: Callable[[], BatchFunction]) -> None:
+    s = st.settings
+    try:
+        fn = await asyncio.to_thread(_load_at_lower_priority, load, s.inference_nice)
+    except Exception as e:
+        st.load_error = f"{e.__class__.__name__}: {e}"
+        log.error("cannot load %s: %s", name, st.load_error)
+        if st.on_load_error is not None:
+            st.on_load_error(e)
+        return
+    batcher = Batcher(fn, name=name, max_batch_size=s.max_batch_size, max_wait_s=s.max_wait_ms / 1000.0,
+                      max_queue=s.max_queue, metrics=st.metrics.for_batcher(name), nice=s.inference_nice)
+    batcher.start(asyncio.get_running_loop())
+    st.batchers[name] = batcher
+    if all(t.done() or t is asyncio.current_task() for t in st.loading):
+        # Everything loaded so far (libraries, models, tokenizers) lives as long as the process: move it out of
+        # the collector's view, so full collections under load scan only per-request garbage (shorter pauses).
+        gc.freeze()
+        log.info("ready")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    """The app's own lifespan: outside every router's (FastAPI nests those inside), so it drains last."""
+    st: ServeState = app.state.serve
+    st.metrics.ready.set_function(lambda: 1.0 if st.ready else 0.0)
+    st.started = True
+    try:
+        yield
+    finally:
+        st.begin_drain()
+        for task in st.loading:
+            try:
+                await task
+            except BaseException:  # noqa: BLE001 - already reported by _load
+                pass
+        for batcher in st.batchers.values():
+            await batcher.close()  # finishes everything queued before returning
+        log.info("batchers drained; stopped")
