@@ -359,6 +359,18 @@ def test_integer_labels_are_named_and_sorted_numerically(tmp_path):
 # ---------------------------------------------------------------------------- multi-label
 
 
+@pytest.mark.parametrize("lines, fragments", [
+    (['{"text": "a", "label": "x"}', '{"text": "b", "label": "y"}', '{"text": "c" "label": "y"}'],
+     ("line 3 of", "not valid JSON", "column 14")),
+    (['{"text": "a", "label": "x"}', '[1, 2]'], ("line 2 of", "not a JSON object")),
+])
+def test_bad_json_lines_are_named_by_line(tmp_path, lines, fragments):
+    msg = user_error(load_labeled, write(tmp_path / "bad.jsonl", "\n".join(lines) + "\n"), DataArgs())
+    assert "bad.jsonl" in msg, msg
+    for fragment in fragments:
+        assert fragment in msg, msg
+
+
 def test_multi_label_from_json_lists(tmp_path):
     recs = [{"text": "t1", "labels": ["sports", "news"]}, {"text": "t2", "labels": ["art"]},
             {"text": "t3", "labels": []}, {"text": "t4", "labels": ["news"]}] * 3

@@ -118,9 +118,33 @@ def _build(builder: str, p: Path, path: str, file_encoding: str, fmt: str, **kw)
     try:
         return datasets.load_dataset(builder, data_files=str(p), split="train", **kw)
     except Exception as e:
-        raise _load_error(e, path, file_encoding, fmt) from None
+        error = _load_error(e, path, file_encoding, fmt)
+        if builder == "json" and error.args[0].startswith("cannot read"):  # no better reason found: look for the line
+            error = _json_error(p, path, file_encoding) or error
+        raise error from None
     finally:
         root.setLevel(level)
+
+
+def _json_error(p: Path, path: str, encoding: str) -> UserError | None:
+    """The first line that is not a JSON object, for a JSON Lines file that failed to load (Arrow's and
+    pandas' messages give a byte position, often the wrong one); None for a JSON list or when all parse."""
+    with open(p, encoding=_reading_encoding(encoding), errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            stripped = line.strip()
+            if not stripped:
+                continue
+            if lineno == 1 and stripped.startswith("["):
+                return None  # one JSON document: the library's message is all there is
+            try:
+                value = json.loads(stripped)
+            except json.JSONDecodeError as e:
+                return UserError(f"line {lineno} of {path} is not valid JSON ({e.msg} at column {e.colno}): fix or remove "
+                                 f"it (JSON Lines: one object per line)")
+            if not isinstance(value, dict):
+                return UserError(f"line {lineno} of {path} is not a JSON object: JSON Lines hold one object per line, "
+                                 f'e.g. {{"text": "...", "label": "..."}}')
+    return None
 
 
 def _read_csv(p: Path, path: str, sep: str, encoding: str, names, on_bad_lines: str):
