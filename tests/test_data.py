@@ -261,6 +261,7 @@ def test_missing_file_and_unknown_extension(tmp_path):
     assert "nope.csv" in msg and "no such file" in msg
     path = write(tmp_path / "data.xyz", "a,b\n")
     assert "--delimiter" in user_error(load_table, path)
+    assert "save the sheet as CSV" in user_error(load_table, write(tmp_path / "book.xlsx", "PK"))
     assert "empty" in user_error(load_table, write(tmp_path / "empty.csv", ""))
 
 

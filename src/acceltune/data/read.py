@@ -89,6 +89,8 @@ def read_source(path: str, delimiter: str | None, encoding: str, column_names, o
         raise UserError(f"--column-names {','.join(names)} needs --delimiter for {path}: a .txt file without one is one text per line")
     if kind in (None, "text") and delimiter is not None:
         return _read_delimited(p, path, delimiter, encoding, names, on_bad_lines)
+    if kind is None and ext in (".xlsx", ".xls", ".ods"):
+        raise UserError(f"{path} is a spreadsheet: save the sheet as CSV (UTF-8) and pass that file")
     if kind is None:
         raise UserError(f"cannot tell the format of {path} from its extension: use .csv, .tsv, .json, .jsonl, .parquet "
                         f"or .txt, or pass --delimiter for a delimited text file")
