@@ -141,6 +141,29 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_results(tiny_mode
     assert sample(app, "acceltune_tokens_total", CLASSIFY) > sample(app, "acceltune_inputs_total", CLASSIFY)
 
 
+def test_requests_with_different_top_k_in_one_batch_each_get_theirs(tiny_model_dir, predictor):
+    p, backend = gated(predictor)
+    backend.gate.set()
+
+    async def main():
+        async with serving(settings(tiny_model_dir, max_wait_ms=0), p) as c:
+            backend.gate.clear()
+            backend.entered.clear()
+            held = asyncio.create_task(c.post("/v1/classify", json={"inputs": "held"}))
+            await until(backend.entered.is_set, "first batch running")
+            tasks = [asyncio.create_task(c.post("/v1/classify", json={"inputs": TEXTS[:2], "top_k": k})) for k in (1, 3, 2)]
+            await until(lambda: queued(c.app) == 6, "three requests queued")
+            backend.gate.set()
+            await held
+            return [await t for t in tasks], c.app
+
+    responses, app = asyncio.run(main())
+    assert sample(app, "acceltune_batch_requests_sum", CLASSIFY) == 4  # held, then the three together
+    for k, r in zip((1, 3, 2), responses):
+        want = predictor.predict(TEXTS[:2], top_k=k)
+        assert [[t["label"] for t in g["top_k"]] for g in r.json()["results"]] == [[t["label"] for t in w["top_k"]] for w in want]
+
+
 # ------------------------------------------------------------------------------- readiness, model, metrics
 
 def test_readyz_is_503_until_the_model_is_loaded(tiny_model_dir, predictor):

@@ -1,7 +1,7 @@
 """/v1/classify and /v1/model over one model directory: the classify batch function runs the Predictor.
 
 ``ClassifyRoutes(model_dir).router`` is what ``create_app`` serves by default. A request's results equal
-``Predictor.predict`` on its inputs (the same encode, token-budget batches, pad, backend, format steps).
+``Predictor.predict`` on its inputs (the same Predictor.scores and Predictor.results).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-import numpy as np
 import orjson
 from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
@@ -37,8 +36,7 @@ PredictorFactory = Callable[[ServeSettings], "object"]
 def load_predictor(settings: ServeSettings):
     from acceltune.inference.predictor import Predictor, default_batch_tokens
 
-    threads = {"threads": settings.threads} if settings.threads is not None else {}
-    predictor = Predictor(settings.model_dir, backend=settings.backend, device=settings.device, **threads)
+    predictor = Predictor(settings.model_dir, backend=settings.backend, device=settings.device, threads=settings.threads)
     predictor.max_batch_tokens = settings.max_batch_tokens or default_batch_tokens(predictor.backend, SERVE_CPU_BATCH_TOKENS)
     return predictor
 
@@ -50,22 +48,21 @@ class ClassifyInput(NamedTuple):
 
 
 def classify_batch(predictor, metrics: BatcherMetrics | None, inputs: list[ClassifyInput]) -> list[dict]:
-    """The classify batch function: one result dict per input, in order (as Predictor.predict gives)."""
-    p = predictor
-    texts = [x.text for x in inputs]
+    """The classify batch function: one result dict per input, in order, as Predictor.predict gives them."""
     pairs = [x.pair for x in inputs] if inputs[0].pair is not None else None
-    encoded = p.encode(texts, pairs)
-    logits = np.zeros((len(texts), len(p.labels)), dtype=np.float32)
-    for idx in p.batches(encoded.lengths):
-        logits[idx] = p.backend.logits(p.pad(encoded, idx))
-    probs = p.probabilities(logits)
-    truncated = encoded.truncated
+    scored = predictor.scores([x.text for x in inputs], pairs)
     if metrics is not None:
-        metrics.tokens.inc(sum(encoded.lengths))
-        n_truncated = sum(truncated)
+        metrics.tokens.inc(scored.tokens)
+        n_truncated = sum(scored.truncated)
         if n_truncated:
             metrics.truncated.inc(n_truncated)
-    return [p.format_result(probs[i], truncated[i], x.top_k) for i, x in enumerate(inputs)]
+    # Requests in one batch may ask for different top_k: rank once for the largest, then cut (the ranking
+    # is stable, so the first k of the largest are the top k).
+    results = predictor.results(scored.probabilities, scored.truncated, max(x.top_k for x in inputs))
+    for result, x in zip(results, inputs):
+        if len(result["top_k"]) > x.top_k:
+            result["top_k"] = result["top_k"][:x.top_k]
+    return results
 
 
 ERRORS = {status: {"model": ErrorResponse} for status in (401, 413, 422, 429, 503, 504)}
