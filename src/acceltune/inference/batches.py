@@ -34,15 +34,30 @@ def default_batch_tokens(backend, cpu_tokens: int = CPU_BATCH_TOKENS) -> int:
 
 @dataclass
 class Encoded:
-    """Token ids per input (unpadded), their lengths, and whether each input was truncated."""
+    """Every input's token ids end to end (input i is ``input_ids[starts[i]:starts[i] + lengths[i]]``; flat, so
+    padding a batch is array indexing, no per-input Python), token types likewise (or None), and whether each
+    input was truncated."""
 
-    input_ids: list[list[int]]
-    token_type_ids: list[list[int]] | None
+    input_ids: np.ndarray
+    token_type_ids: np.ndarray | None
+    starts: np.ndarray
     lengths: np.ndarray
     truncated: list[bool]
 
     def __len__(self) -> int:
-        return len(self.input_ids)
+        return len(self.lengths)
+
+    @classmethod
+    def from_lists(cls, ids: list[list[int]], types: list[list[int]] | None, truncated: list[bool]) -> "Encoded":
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        starts = np.zeros(len(ids), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=starts[1:])
+        total = int(lengths.sum())
+
+        def flat(rows):
+            return np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=total)
+
+        return cls(flat(ids), None if types is None else flat(types), starts, lengths, truncated)
 
 
 Run = Callable[[dict[str, np.ndarray]], "np.ndarray | tuple"]
@@ -83,8 +98,7 @@ class BatchRunner:
             enc = self.tokenizer(*((texts, pairs) if pairs is not None else (texts,)), add_special_tokens=True,
                                  truncation=False, return_attention_mask=False)
             ids, types = enc["input_ids"], (enc.get("token_type_ids") if self.token_types else None)
-        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-        long = np.flatnonzero(lengths > self.max_length)
+        long = [i for i, row in enumerate(ids) if len(row) > self.max_length]
         if len(long):
             sub = ([texts[i] for i in long],) + (([pairs[i] for i in long],) if pairs is not None else ())
             enc = self.tokenizer(*sub, add_special_tokens=True, truncation=True, max_length=self.max_length,
@@ -93,10 +107,10 @@ class BatchRunner:
                 ids[i] = enc["input_ids"][j]
                 if types is not None:
                     types[i] = enc["token_type_ids"][j]
-                lengths[i] = len(ids[i])
-        truncated = np.zeros(len(ids), dtype=bool)
-        truncated[long] = True
-        return Encoded(ids, types, lengths, truncated.tolist())
+        truncated = [False] * len(ids)
+        for i in long:
+            truncated[i] = True
+        return Encoded.from_lists(ids, types, truncated)
 
     # ------------------------------------------------------------------------------ batch and pad
 
@@ -111,14 +125,15 @@ class BatchRunner:
             width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
         cols = np.arange(width)
         mask = cols[None, :] >= (width - lengths)[:, None] if self.left else cols[None, :] < lengths[:, None]
-        total = int(lengths.sum())
+        # Where each real token of the batch sits in the flat arrays (row-major over the mask's True cells).
+        offsets = cols[None, :] - (width - lengths)[:, None] if self.left else np.broadcast_to(cols, mask.shape)
+        source = (encoded.starts[idx][:, None] + offsets)[mask]
         batch = {"attention_mask": mask.astype(np.int64)}
-        for key, rows, fill in (("input_ids", encoded.input_ids, self.pad_id), ("token_type_ids", encoded.token_type_ids, 0)):
-            if rows is None or key not in self.input_names:
+        for key, flat, fill in (("input_ids", encoded.input_ids, self.pad_id), ("token_type_ids", encoded.token_type_ids, 0)):
+            if flat is None or key not in self.input_names:
                 continue
             arr = np.full((len(idx), width), fill, dtype=np.int64)
-            # Row-major order of the mask's True cells is the concatenation order of the rows' tokens.
-            arr[mask] = np.fromiter(itertools.chain.from_iterable(rows[i] for i in idx), dtype=np.int64, count=total)
+            arr[mask] = flat[source]
             batch[key] = arr
         return {k: v for k, v in batch.items() if k in self.input_names}
 
