@@ -6,7 +6,7 @@ from pathlib import Path
 
 from acceltune.config import DEFAULT_MODEL
 from acceltune.errors import UserError
-from acceltune.hub import offline
+from acceltune.hub import looks_like_repo_id, offline
 
 
 def packaged_model_dir() -> Path:
@@ -27,8 +27,7 @@ def resolve_model(name: str) -> str:
         if not (path / "config.json").is_file():
             raise UserError(f"--model {name} is a path but holds no config.json: pass a Hugging Face model directory or a Hub id")
         return str(path)
-    looks_like_hub_id = name.count("/") <= 1 and not name.startswith((".", "/", "~"))
-    if not looks_like_hub_id:
+    if not looks_like_repo_id(name):
         raise UserError(f"--model {name}: no such directory; pass an existing model directory or a Hub id like bert-base-uncased")
     return name
 

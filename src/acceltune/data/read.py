@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from acceltune.data.validate import BATCH, TEXT_CANDIDATES, encoding_fix, first_line
 from acceltune.errors import UserError
-from acceltune.hub import offline
+from acceltune.hub import looks_like_repo_id, offline
 
 if TYPE_CHECKING:  # datasets is imported lazily: it costs a second at CLI start-up
     import datasets
@@ -310,7 +310,7 @@ def _read_dir(p: Path, path: str, delimiter, encoding, names, on_bad_lines):
 
 def _read_hub(path: str):
     """A Hub dataset id, when the path does not exist locally and we are online."""
-    looks_like_id = re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", path) is not None and Path(path).suffix.lower() not in FORMATS
+    looks_like_id = looks_like_repo_id(path) and Path(path).suffix.lower() not in FORMATS
     if not looks_like_id:
         raise UserError(f"{path}: no such file or directory")
     if offline():
