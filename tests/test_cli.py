@@ -41,6 +41,12 @@ def test_unknown_model_path(capsys, tmp_path, data_csv):
                                "--output-dir", str(tmp_path / "o")], "no-model")
 
 
+@pytest.mark.parametrize("name", ["bert base", "a/b/c"])
+def test_model_name_that_is_neither_a_directory_nor_a_hub_id(capsys, tmp_path, data_csv, name):
+    assert_user_error(capsys, ["train", "--train", str(data_csv), "--model", name, "--output-dir", str(tmp_path / "o")],
+                      name, "no such directory", "Hub id")
+
+
 @pytest.mark.parametrize("offline", ["1", "yes", "ON"])
 def test_unknown_hub_model_offline(capsys, tmp_path, data_csv, monkeypatch, offline):
     """Every spelling huggingface_hub accepts reads as offline, for models as for data (acceltune.hub)."""
