@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import copy
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -199,9 +200,12 @@ def test_readyz_is_503_until_the_model_is_loaded(tiny_model_dir, predictor):
                  "acceltune_inputs_total", "acceltune_tokens_total"):
         assert name in metrics
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
-    # Swagger UI comes from the installed swagger-ui-bundle, not a CDN: /docs renders offline.
+    # Swagger UI comes from the installed swagger-ui-py, not a CDN: /docs renders offline. Version 5 or later:
+    # 4.x cannot read the OpenAPI 3.1 document ("Unable to render this definition").
     assert "cdn" not in docs.text and "/docs/static/swagger-ui-bundle.js" in docs.text
     assert js.status_code == 200 and len(js.content) > 100_000
+    version = re.search(rb'PACKAGE_VERSION:"(\d+)\.', js.content)
+    assert version and int(version.group(1)) >= 5 and schema["openapi"].startswith("3.1")
     assert "ClassifyRequest" in schema["components"]["schemas"] and "/v1/classify" in schema["paths"]
 
 
@@ -328,6 +332,11 @@ LONG = "word " * 200
     ({"text": "typo in the field name"}, 422, "invalid_request", None),
     ({"inputs": "x", "top_k": 0}, 422, "invalid_request", None),
     ({"inputs": "x", "truncate": "maybe"}, 422, "invalid_request", None),
+    # Strict types, as the OpenAPI schema states them (generated clients and gateways trust it).
+    ({"inputs": "x", "truncate": 0}, 422, "invalid_request", None),
+    ({"inputs": "x", "truncate": "true"}, 422, "invalid_request", None),
+    ({"inputs": "x", "top_k": "2"}, 422, "invalid_request", None),
+    ({"inputs": "x", "top_k": 1.5}, 422, "invalid_request", None),
     (b"{not json", 422, "invalid_request", None),
     (b"", 422, "invalid_request", None),
     ({"inputs": ["t"] * 5}, 413, "too_many_inputs", "--max-inputs"),
@@ -345,6 +354,26 @@ def test_bad_requests_get_their_documented_status(tiny_model_dir, predictor, bod
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert err["type"] == kind and err.get("limit") == limit and err["message"]
+
+
+def test_the_openapi_schema_states_what_the_server_checks(tiny_model_dir, predictor):
+    async def main():
+        async with serving(settings(tiny_model_dir), predictor) as c:
+            return (await c.get("/openapi.json")).json()
+
+    schema = asyncio.run(main())
+    body = schema["paths"]["/v1/classify"]["post"]["requestBody"]
+    assert body["required"] and body["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ClassifyRequest"}
+    request = schema["components"]["schemas"]["ClassifyRequest"]
+    props = request["properties"]
+    assert request["additionalProperties"] is False and request["required"] == ["inputs"]
+    one, many = props["inputs"]["anyOf"]
+    assert one == {"type": "string", "minLength": 1}
+    assert many == {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1}
+    assert props["top_k"]["type"] == "integer" and props["top_k"]["minimum"] == 1
+    assert props["truncate"]["type"] == "boolean"
+    responses = schema["paths"]["/v1/classify"]["post"]["responses"]
+    assert {"200", "401", "413", "422", "429", "503", "504"} <= set(responses)
 
 
 def test_long_inputs_are_truncated_and_say_so(tiny_model_dir, predictor):

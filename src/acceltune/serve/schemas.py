@@ -13,9 +13,12 @@ from __future__ import annotations
 
 from typing import Annotated, Optional
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StringConstraints
 
+# Every constraint is stated in the schema, and the server accepts exactly what the schema allows: strict
+# types (no "2" for 2, no 0 for false), non-empty texts, non-empty lists (checked with schemathesis).
 Text = Annotated[str, StringConstraints(min_length=1)]
+Texts = Annotated[list[Text], Field(min_length=1)]
 
 
 def _one_or_many(value):
@@ -25,15 +28,15 @@ def _one_or_many(value):
 class _RequestBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    top_k: int = Field(1, ge=1, description="How many labels to return in top_k, best first (capped at the number of labels).")
-    truncate: bool = Field(True, description="Truncate inputs longer than the model's maximum tokens (the result says "
+    top_k: StrictInt = Field(1, ge=1, description="How many labels to return in top_k, best first (capped at the number of labels).")
+    truncate: StrictBool = Field(True, description="Truncate inputs longer than the model's maximum tokens (the result says "
                                              "truncated: true); false answers 422 instead.")
 
 
 class ClassifyRequest(_RequestBase):
     """For single-text models."""
 
-    inputs: Annotated[list[Text], Field(min_length=1), BeforeValidator(_one_or_many, json_schema_input_type=Text | list[Text])] = Field(
+    inputs: Annotated[Texts, BeforeValidator(_one_or_many, json_schema_input_type=Text | Texts)] = Field(
         ..., description="One text or a non-empty list of texts; results come back in the same order.",
         examples=["I still have not received my new card"])
 
