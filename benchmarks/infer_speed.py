@@ -1,13 +1,18 @@
 """Inference speed on the CPU: transformers pipeline vs acceltune's torch, onnx fp32 and onnx int8 backends.
 
     .venv/bin/python benchmarks/infer_speed.py --model-dir runs/banking77 \
-        --data ../shared/data/banking77/test.csv [--limit N] [--threads N]
+        --data ../shared/data/banking77/test.csv [--limit N] [--threads N] [--whole-process]
 
 Exports the model (fp32 and int8, via acceltune.export) into --work-dir, then measures each
 backend in a fresh subprocess (so peak RSS is per backend): sequences/s over the whole test set
 (after a warm-up), batch-1 p50/p99 latency for a typical ~16-token message (tokenization
 included), accuracy against the 'category' (or 'label') column, model size on disk, peak RSS.
 Prints one JSON line on stdout; progress goes to stderr.
+
+--whole-process also times `acceltune predict` (onnx exports) and a transformers-pipeline script
+(read CSV, classify at batch 32, write JSONL) as whole processes, on the test texts repeated to
+--whole-process-texts and on 10 texts: the marginal rate (extra texts / extra seconds) leaves out
+start-up and model loading, and is set against the in-process rate of the same backend.
 """
 
 from __future__ import annotations
@@ -89,7 +94,6 @@ def worker(args) -> dict:
         size_dir = Path(args.model_dir)
         size_files = [p.name for p in size_dir.iterdir() if p.suffix in (".safetensors", ".bin")]
     else:
-        os.environ["ACCELTUNE_THREADS"] = str(threads)
         from acceltune.inference.predictor import Predictor
 
         if args.backend == "torch":
@@ -101,7 +105,7 @@ def worker(args) -> dict:
             size_files = [p.name for p in size_dir.iterdir() if p.suffix in (".safetensors", ".bin")]
         else:
             size_dir = Path(args.work_dir) / args.backend
-            pred = Predictor(size_dir, backend="onnx", device="cpu")
+            pred = Predictor(size_dir, backend="onnx", device="cpu", threads=threads)
             size_files = [pred.info.extra["file"]]
         labels = pred.labels
 
@@ -163,7 +167,7 @@ def cpu_features() -> list[str]:
 
 
 def ensure_exports(model_dir: Path, work_dir: Path, data: str, reuse: bool, int8_min_agreement: float | None) -> dict:
-    from acceltune.export.onnx import export_model
+    from acceltune.export import export_model
 
     out = {}
     for name, q in (("onnx_fp32", None), ("onnx_int8", "int8")):
@@ -173,11 +177,66 @@ def ensure_exports(model_dir: Path, work_dir: Path, data: str, reuse: bool, int8
             out[name] = {"reused": True, "parity": info.get("extra", {}).get("parity")}
             continue
         t = time.perf_counter()
-        kw = {"int8_min_agreement": int8_min_agreement} if int8_min_agreement is not None else {}
+        kw = {"min_agreement": int8_min_agreement} if int8_min_agreement is not None and q else {}
         r = export_model(model_dir, target, quantize=q, overwrite=True, parity_data=data,
                          log=lambda m: print(f"  [{name}] {m}", file=sys.stderr, flush=True), **kw)
         out[name] = {"export_s": round(time.perf_counter() - t, 1), "parity": r.parity}
     return out
+
+
+PIPELINE_SCRIPT = """
+import csv, json, sys
+from transformers import pipeline
+texts = [r["text"] for r in csv.DictReader(open(sys.argv[2], newline="", encoding="utf-8"))]
+pipe = pipeline("text-classification", model=sys.argv[1], batch_size=32, device=-1, top_k=3)
+with open(sys.argv[3], "w", encoding="utf-8") as f:
+    for r in pipe(texts, batch_size=32, truncation=True):
+        f.write(json.dumps({"label": r[0]["label"], "score": r[0]["score"], "top_k": r}, ensure_ascii=False) + "\\n")
+"""
+
+
+def whole_process(args, model_dir: Path, texts: list[str], backends: list[str], results: dict, env: dict) -> dict:
+    """Marginal messages/s of whole processes: (big - small texts) / (big - small seconds), fastest of the repeats."""
+    work = Path(args.work_dir)
+    inputs = {}
+    for name, n in (("small", 10), ("big", args.whole_process_texts)):
+        path = work / f"whole_process_{name}.csv"
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["text"])
+            w.writerows([texts[i % len(texts)]] for i in range(n))
+        inputs[name] = (path, n)
+    cli = [sys.executable, "-m", "acceltune", "predict"]
+    commands = {b: lambda inp, out, b=b: cli + [str(work / b), "--input", str(inp), "--output", str(out), "--overwrite"]
+                for b in backends if b.startswith("onnx")}
+    if "pipeline" in backends:
+        commands["pipeline"] = lambda inp, out: [sys.executable, "-c", PIPELINE_SCRIPT, str(model_dir), str(inp), str(out)]
+    penv = {**env, "ACCELTUNE_THREADS": str(args.threads), "OMP_NUM_THREADS": str(args.threads)}
+    out = {}
+    for b, command in commands.items():
+        seconds = {}
+        for name, (path, n) in inputs.items():
+            runs = []
+            for _ in range(args.whole_process_repeats):
+                t = time.perf_counter()
+                proc = subprocess.run(command(path, work / f"whole_process_{b}.jsonl"), capture_output=True, text=True, env=penv)
+                runs.append(time.perf_counter() - t)
+                if proc.returncode != 0:
+                    raise SystemExit(f"{b} failed: {proc.stderr.strip()[-2000:]}")
+            seconds[name] = min(runs)
+        extra = inputs["big"][1] - inputs["small"][1]
+        rate = extra / max(seconds["big"] - seconds["small"], 1e-9)
+        r = {"seconds_small": round(seconds["small"], 2), "seconds_big": round(seconds["big"], 2),
+             "marginal_messages_per_s": round(rate, 1)}
+        in_process = results.get(b, {}).get("sequences_per_s")
+        if in_process:
+            r["of_in_process_rate"] = round(rate / in_process, 3)
+        out[b] = r
+        print(f"  whole process {b}: {r}", file=sys.stderr, flush=True)
+    if "pipeline" in out:
+        for b, r in out.items():
+            r["speedup_vs_pipeline"] = round(r["marginal_messages_per_s"] / out["pipeline"]["marginal_messages_per_s"], 2)
+    return {"texts_big": inputs["big"][1], "texts_small": inputs["small"][1], "results": out}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--int8-min-agreement", type=float, default=None,
                     help="relax the int8 export's label-agreement check (default: the CLI's 0.99); for probe/random models")
     ap.add_argument("--latency-seconds", type=float, default=5.0, help="time spent on batch-1 latency per backend")
+    ap.add_argument("--whole-process", action="store_true", help="also time `acceltune predict` and a pipeline script as whole processes")
+    ap.add_argument("--whole-process-texts", type=int, default=15400, help="texts in the large whole-process input")
+    ap.add_argument("--whole-process-repeats", type=int, default=2, help="runs per input (the fastest counts)")
     # internal: one backend in this (fresh) process
     ap.add_argument("--worker", dest="backend", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--message", default=None, help=argparse.SUPPRESS)
@@ -236,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {b}: {r['sequences_per_s']} seq/s, p50 {r['latency_ms_p50']} ms, p99 {r['latency_ms_p99']} ms, "
               f"accuracy {r['accuracy']}, {r['model_size_mb']} MB, RSS {r['peak_rss_mb']} MB", file=sys.stderr, flush=True)
 
+    whole = whole_process(args, model_dir, texts, backends, results, env) if args.whole_process else None
     preds = {b: r.pop("predictions") for b, r in results.items() if "predictions" in r}
     base = results.get("pipeline", {}).get("sequences_per_s")
     for b, r in results.items():
@@ -257,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         "exports": exports,
         "int8_min_agreement": args.int8_min_agreement if args.int8_min_agreement is not None else 0.99,
         "results": results,
+        **({"whole_process": whole} if whole else {}),
     }
     print(json.dumps(report))
     return 0

@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
     from acceltune.data import load_texts
 
     if args.top_k < 1:
@@ -31,16 +33,28 @@ def run(args: argparse.Namespace) -> int:
     fmt = args.format or ("csv" if args.output.endswith(".csv") else "jsonl")
     if args.output != "-" and Path(args.output).exists() and not args.overwrite:
         raise UserError(f"{args.output} already exists: pass --overwrite to replace it, or another --output")
-    predictor = load_predictor(args)
-    texts, pairs, table = load_texts(args.input, args.text_column, args.text_pair_column, delimiter=args.delimiter,
-                                     encoding=args.encoding, column_names=args.column_names)
+    # The file is read while the model loads (building an ONNX Runtime session keeps about one core busy):
+    # on a large input, reading costs no wall time. The model is checked first, so its errors come first.
+    with ThreadPoolExecutor(1) as pool:
+        reading = pool.submit(load_texts, args.input, args.text_column, args.text_pair_column, delimiter=args.delimiter,
+                              encoding=args.encoding, column_names=args.column_names)
+        try:
+            predictor = load_predictor(args)
+        except BaseException:
+            reading.cancel()
+            raise
+        texts, pairs, table = reading.result()
     if args.id_column and args.id_column not in table.column_names:
         raise UserError(f"--id-column {args.id_column!r} not found; columns are: {', '.join(table.column_names)}")
     results = predictor.predict(texts, pairs, top_k=args.top_k)
     if args.id_column:
         for r, value in zip(results, table[args.id_column]):
             r["id"] = value
-    text = to_csv(results) if fmt == "csv" else "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
+    if fmt == "csv":
+        text = to_csv(results)
+    else:
+        encode = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(r, ensure_ascii=False) without a new encoder per line
+        text = "".join([encode(r) + "\n" for r in results])
     if args.output == "-":
         sys.stdout.write(text)
     else:

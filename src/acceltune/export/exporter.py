@@ -145,7 +145,7 @@ def export_model(model_dir: str | os.PathLike, output: str | os.PathLike, format
         out_info = ModelInfo(**{**info.__dict__, "format": fmt, "extra": extra})
         out_info.save(tmp)
 
-        log(f"checking parity on {len(data.texts)} texts from {data.source}" + (" (labelled)" if data.labels is not None else ""))
+        log(f"checking parity on {len(data.texts)} texts from {data.source}")
         parity = check_parity(torch_reference(model), tmp, data, quantize, fmt,
                               backend="tensorrt" if fmt == "tensorrt" else "onnx",
                               min_agreement=min_agreement, max_accuracy_drop=max_accuracy_drop)
