@@ -13,12 +13,22 @@ from __future__ import annotations
 
 from typing import Annotated, Optional
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StringConstraints
 
 # Every constraint is stated in the schema, and the server accepts exactly what the schema allows: strict
 # types (no "2" for 2, no 0 for false), non-empty texts, non-empty lists (checked with schemathesis).
 Text = Annotated[str, StringConstraints(min_length=1)]
 Texts = Annotated[list[Text], Field(min_length=1)]
+
+
+def _json_integer(value):
+    # JSON Schema's "integer" is a number with no fraction (2.0 is one), never a string or a boolean.
+    if isinstance(value, (str, bool)):
+        raise ValueError("Input should be a valid integer")
+    return value
+
+
+Integer = Annotated[int, BeforeValidator(_json_integer)]
 
 
 def _one_or_many(value):
@@ -28,7 +38,7 @@ def _one_or_many(value):
 class _RequestBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    top_k: StrictInt = Field(1, ge=1, description="How many labels to return in top_k, best first (capped at the number of labels).")
+    top_k: Integer = Field(1, ge=1, description="How many labels to return in top_k, best first (capped at the number of labels).")
     truncate: StrictBool = Field(True, description="Truncate inputs longer than the model's maximum tokens (the result says "
                                              "truncated: true); false answers 422 instead.")
 
