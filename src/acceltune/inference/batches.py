@@ -13,8 +13,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from acceltune.batching import eval_batches
-
 #: Padded tokens per backend call on the CPU for throughput (predict, evaluate, export parity). Per-message
 #: cost rises with batch size once the activations outgrow the caches: on the Banking77 test set (2 cores)
 #: onnx int8 ran 1,762 seq/s at 512 tokens, 1,726 at 1,024 and 1,302 at 8,192 (fp32: 761 / 730 / 613).
@@ -116,6 +114,8 @@ class BatchRunner:
 
     def batches(self, lengths: Sequence[int]) -> list[np.ndarray]:
         """Index batches, longest first, each within the token budget (padded tokens counted)."""
+        from acceltune.batching import eval_batches  # here, not above: acceltune.batching imports torch, the server need not
+
         return eval_batches(lengths, self.max_batch_tokens, self.max_batch_size)
 
     def pad(self, encoded: Encoded, idx: np.ndarray) -> dict[str, np.ndarray]:

@@ -25,10 +25,7 @@ from acceltune.serve.schemas import ClassifyRequest, ClassifyResponse, ErrorResp
 from acceltune.serve.openapi import json_body
 from acceltune.serve.settings import ServeSettings
 
-#: On CPU, under load, short backend calls cut from length-sorted inputs serve best: Banking77 messages,
-#: onnx int8, 64 connections: 983 / 1,034 / 948 / 936 / 857 req/s at 64 / 128 / 192 / 256 / 512 padded
-#: tokens per call (benchmarks/serve_load.py, docs/benchmarks.md).
-SERVE_CPU_BATCH_TOKENS = 128
+from acceltune.inference.batches import SERVE_CPU_BATCH_TOKENS  # the one definition, with its measurements
 
 PredictorFactory = Callable[[ServeSettings], "object"]
 
