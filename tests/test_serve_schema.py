@@ -16,9 +16,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-pytest.importorskip("schemathesis", reason="pip install schemathesis (in the dev extra)")
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -48,6 +45,7 @@ def running_server(model_dir: Path, log: Path, *args: str):
 
 
 def test_schemathesis_finds_no_disagreement_between_schema_and_server(tiny_model_dir, tmp_path):
+    pytest.importorskip("schemathesis", reason="pip install schemathesis (in the dev extra)")
     st = shutil.which("st", path=str(Path(sys.executable).parent)) or shutil.which("st")
     assert st, "schemathesis is installed but its 'st' command is not on PATH"
     with running_server(tiny_model_dir, tmp_path / "server.log") as base:
