@@ -396,6 +396,30 @@ def test_settings_refuse_impossible_limits(tiny_model_dir):
         settings(tiny_model_dir, max_batch_size=0)
 
 
+def test_serve_flags_are_generated_from_the_settings_with_the_same_names_and_defaults(tiny_model_dir):
+    import argparse
+    import dataclasses
+
+    from acceltune.commands.serve import add_arguments
+    from acceltune.config import dataclass_values
+    from acceltune.serve.settings import NOT_FLAGS
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    flags = {o for a in parser._actions for o in a.option_strings} - {"-h", "--help"}
+    assert flags == {"--backend", "--device", "--host", "--port", "--max-batch-size", "--max-batch-tokens", "--max-wait-ms",
+                     "--max-queue", "--api-key-file", "--request-timeout-s", "--max-inputs", "--max-payload-bytes",
+                     "--inference-nice", "--access-log"}
+    args = parser.parse_args([str(tiny_model_dir)])
+    values = dataclass_values(args, ServeSettings, exclude=NOT_FLAGS)
+    defaults = {f.name: f.default for f in dataclasses.fields(ServeSettings) if f.name not in NOT_FLAGS}
+    assert values == defaults and defaults["max_queue"] == 256 and defaults["max_wait_ms"] == 2.0
+    args = parser.parse_args([str(tiny_model_dir), "--max-batch-tokens", "64", "--port", "9000", "--backend", "onnx"])
+    assert (args.max_batch_tokens, args.port, args.backend) == (64, 9000, "onnx")
+    with pytest.raises(SystemExit):
+        parser.parse_args([str(tiny_model_dir), "--backend", "jax"])
+
+
 # --------------------------------------------------------------------------------------------- auth
 
 def test_api_key_is_required_except_on_probes(tiny_model_dir, predictor):
