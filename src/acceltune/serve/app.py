@@ -9,6 +9,7 @@ and its handlers use acceltune.serve.handlers. Without ``routers`` the app serve
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, Sequence
 
 from fastapi import APIRouter, Depends, FastAPI
@@ -20,6 +21,7 @@ from acceltune.serve.auth import require_api_key
 from acceltune.serve.errors import APIError, error_response
 from acceltune.serve.lifespan import lifespan
 from acceltune.serve.metrics import Metrics, MetricsMiddleware
+from acceltune.serve.openapi import openapi_schema
 from acceltune.serve.routes import docs, probes
 from acceltune.serve.settings import ServeSettings
 from acceltune.serve.shedding import LoadShedder
@@ -46,6 +48,7 @@ def create_app(settings: ServeSettings, routers: Sequence[APIRouter] | None = No
         app.include_router(router, dependencies=auth)
     app.include_router(docs.router, dependencies=auth)
     docs.mount_swagger_ui(app)
+    app.openapi = partial(openapi_schema, app)  # what /openapi.json serves, for anyone calling app.openapi()
     paths = frozenset(r.path for router in (probes.router, *routers, docs.router) for r in router.routes if hasattr(r, "path"))
     app.add_middleware(LoadShedder, state=app.state.serve)  # added first: runs inside MetricsMiddleware
     app.add_middleware(MetricsMiddleware, metrics=metrics, paths=paths)

@@ -13,8 +13,6 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from acceltune.serve.openapi import openapi_schema
-
 #: Where /docs loads Swagger UI from: swagger-ui-py's static files, mounted by mount_swagger_ui.
 DOCS_STATIC = "/docs/static"
 
@@ -23,7 +21,7 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/openapi.json")
 async def openapi(request: Request) -> Response:
-    return JSONResponse(openapi_schema(request.app))
+    return JSONResponse(request.app.openapi())
 
 
 @router.get("/docs")
