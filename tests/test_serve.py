@@ -420,6 +420,15 @@ def test_serve_flags_are_generated_from_the_settings_with_the_same_names_and_def
         parser.parse_args([str(tiny_model_dir), "--backend", "jax"])
 
 
+def test_serve_without_fastapi_is_one_line_naming_the_extra(capsys, monkeypatch, tmp_path):
+    from acceltune.cli import main
+
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # as if the serve extra were not installed
+    assert main(["serve", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "acceltune: error: fastapi is not installed: pip install 'acceltune[serve]'"
+
+
 # --------------------------------------------------------------------------------------------- auth
 
 def test_api_key_is_required_except_on_probes(tiny_model_dir, predictor):

@@ -16,6 +16,10 @@ from acceltune.errors import UserError
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from acceltune.config import add_dataclass_arguments
+    from acceltune.extras import require
+
+    # The flags come from ServeSettings, inside acceltune.serve, which needs the serve extra to import.
+    require("fastapi", "serve")
     from acceltune.serve.settings import NOT_FLAGS, ServeSettings
 
     p.add_argument("model_dir", metavar="MODEL_DIR", help="a model directory from 'acceltune train' or 'acceltune export'")
@@ -29,7 +33,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from acceltune.extras import require
 
-    require("fastapi", "serve")
     uvicorn = require("uvicorn", "serve")
 
     from acceltune.commands.common import inference_threads
