@@ -16,8 +16,7 @@ import numpy as np
 from acceltune.errors import UserError
 from acceltune.inference.backends import load_backend
 from acceltune.inference.backends.base import Outputs
-from acceltune.inference.batches import (  # noqa: F401 (CPU_BATCH_TOKENS, GPU_BATCH_TOKENS re-exported)
-    CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, BatchRunner, Encoded, default_batch_tokens)
+from acceltune.inference.batches import BatchRunner, Encoded, default_batch_tokens
 from acceltune.metrics import probabilities
 from acceltune.modeldir import ModelInfo
 
@@ -34,8 +33,8 @@ class Scores:
 class Predictor:
     """A model directory (trained or exported) behind one backend.
 
-    ``max_batch_tokens``: padded tokens per backend call (default: CPU_BATCH_TOKENS on the CPU,
-    GPU_BATCH_TOKENS on a GPU). ``threads``: ONNX Runtime intra-op threads on the CPU (default:
+    ``max_batch_tokens``: padded tokens per backend call (default: inference.batches.CPU_BATCH_TOKENS on
+    the CPU, GPU_BATCH_TOKENS on a GPU). ``threads``: ONNX Runtime intra-op threads on the CPU (default:
     every usable core).
     """
 
@@ -66,18 +65,11 @@ class Predictor:
     def max_batch_tokens(self, value: int) -> None:
         self.runner.max_batch_tokens = value
 
-    # ---------------------------------------------------------- the batching loop's steps (BatchRunner)
-
     def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> Encoded:
+        """Token ids for `self.runner.run`; a pair model needs the pairs."""
         if self.info.text_pair and pairs is None:
             raise UserError("this model classifies text pairs: give the second text too (--text-pair-column, or 'pair' in requests)")
         return self.runner.encode(texts, pairs)
-
-    def batches(self, lengths: Sequence[int]) -> list[np.ndarray]:
-        return self.runner.batches(lengths)
-
-    def pad(self, encoded: Encoded, idx: np.ndarray) -> dict[str, np.ndarray]:
-        return self.runner.pad(encoded, idx)
 
     # ------------------------------------------------------------------------------------ outputs
 
