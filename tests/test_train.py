@@ -12,8 +12,15 @@ from safetensors.torch import load_file
 from acceltune.config import DataArgs, ModelArgs, TrainArgs, TrainConfig
 from acceltune.errors import UserError
 from acceltune.hardware import cpu_has_bf16
+from acceltune.training.classification import SequenceClassification
 from acceltune.training.loop import TrainingInterrupted, train
 from helpers import write_labeled_csv
+from test_task import interrupting
+
+
+def interrupted_at(step: int) -> SequenceClassification:
+    """Sequence classification whose run gets a real SIGINT during step ``step``."""
+    return interrupting(SequenceClassification, step)()
 
 
 def tiny_config(data: Path, model: Path, out: Path, freeze_embeddings: bool = True, tokenize: str = "auto",
@@ -39,9 +46,11 @@ def test_train_writes_a_complete_model_directory(tmp_path, data_csv, tiny_model_
     assert list((out / "logs").glob("events.out.tfevents.*")), "no TensorBoard event file"
     assert (out / "checkpoints" / "latest").is_file()
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("train_runtime_s", "train_samples_per_second", "world_size"):
-        assert key in metrics
-    assert 0.0 <= metrics["test"]["accuracy"] <= 1.0 and "macro_f1" in metrics["test"]
+    assert metrics["world_size"] == 1 and metrics["global_steps"] == 18  # 36 examples / batch 4 = 9 steps x 2 epochs
+    # Throughput over the optimizer steps only, wall time over the whole call: named apart, and consistent.
+    assert 0 < metrics["train_runtime_s"] < metrics["wall_time_s"]
+    assert metrics["train_samples_per_second"] == pytest.approx(36 * 2 / metrics["train_runtime_s"], rel=0.02)
+    assert metrics["test"]["confusion_matrix"] and sum(map(sum, metrics["test"]["confusion_matrix"])) == 12
     assert metrics["test"]["examples"] == 12
     assert metrics["tokenize"] == "upfront"  # 36 training rows: far below --tokenize auto's threshold
     assert result.metrics["test"]["accuracy"] == metrics["test"]["accuracy"]
@@ -54,6 +63,13 @@ def test_train_writes_a_complete_model_directory(tmp_path, data_csv, tiny_model_
     kinds = {r["kind"] for r in records}
     assert kinds == {"train", "eval"}
     assert all(r["samples_per_second"] > 0 for r in records if r["kind"] == "train")
+    assert [r["step"] for r in records if r["kind"] == "eval"] == [9, 18]  # once per epoch
+    # The saved config is the resolved one (reusable as --config), the caller's is unchanged.
+    import yaml
+
+    saved = yaml.safe_load((out / "training_config.yaml").read_text())
+    assert saved["model"]["max_length"] == 32 and saved["train"]["output_dir"] == str(out)
+    assert saved["train"]["head_learning_rate"] == pytest.approx(5e-3)
 
 
 def test_training_learns_a_separable_task(tmp_path, data_csv, tiny_model_dir):
@@ -61,8 +77,8 @@ def test_training_learns_a_separable_task(tmp_path, data_csv, tiny_model_dir):
     result = train(tiny_config(data_csv, tiny_model_dir, tmp_path / "run", freeze_embeddings=False, max_steps=None,
                                epochs=10, learning_rate=2e-3), quiet=True)
     losses = [h["loss"] for h in json.loads("[" + ",".join((tmp_path / "run" / "log.jsonl").read_text().splitlines()) + "]") if h["kind"] == "train"]
-    assert losses[-1] < losses[0]
-    assert result.metrics["test"]["accuracy"] >= 0.75
+    assert losses[-1] < losses[0] * 0.7
+    assert result.metrics["test"]["accuracy"] >= 0.75  # chance is 1/3 on three balanced classes
 
 
 @pytest.mark.parametrize("accumulation,tokenize", [(1, "upfront"), (2, "upfront"), (1, "lazy")])
@@ -73,7 +89,7 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path, data_
     train(tiny_config(data_csv, tiny_model_dir, full, tokenize=tokenize, **common), quiet=True)
     part = tmp_path / "part"
     with pytest.raises(TrainingInterrupted):
-        train(tiny_config(data_csv, tiny_model_dir, part, tokenize=tokenize, **common), stop_after_steps=3, quiet=True)
+        train(tiny_config(data_csv, tiny_model_dir, part, tokenize=tokenize, **common), task=interrupted_at(3), quiet=True)
     assert (part / "checkpoints" / "latest").read_text().strip() == "step-00000003"
     train(tiny_config(data_csv, tiny_model_dir, part, resume=True, tokenize=tokenize, **common), quiet=True)
     last = f"step-{common['max_steps']:08d}"
@@ -107,7 +123,7 @@ def test_auto_tokenizes_lazily_above_the_row_threshold(tmp_path, data_csv, tiny_
 def test_resume_refuses_settings_that_change_the_batches(tmp_path, data_csv, tiny_model_dir):
     out = tmp_path / "run"
     with pytest.raises(TrainingInterrupted):
-        train(tiny_config(data_csv, tiny_model_dir, out, save_every=2), stop_after_steps=2, quiet=True)
+        train(tiny_config(data_csv, tiny_model_dir, out, save_every=2), task=interrupted_at(2), quiet=True)
     with pytest.raises(UserError, match=r"--batch-size 4 -> 8.*--seed 7 -> 8"):
         train(tiny_config(data_csv, tiny_model_dir, out, resume=True, batch_size=8, seed=8), quiet=True)
     # A longer run is allowed (epochs/max_steps may change), and the world size is checked too.
@@ -124,7 +140,7 @@ def test_checkpoint_write_is_atomic(tmp_path, data_csv, tiny_model_dir, monkeypa
     """A crash while writing a checkpoint leaves the previous one intact and pointed to."""
     out = tmp_path / "run"
     with pytest.raises(TrainingInterrupted):
-        train(tiny_config(data_csv, tiny_model_dir, out, save_every=2), stop_after_steps=2, quiet=True)
+        train(tiny_config(data_csv, tiny_model_dir, out, save_every=2), task=interrupted_at(2), quiet=True)
     from acceltune.training import checkpoint
 
     def crash(*a, **k):
@@ -139,9 +155,24 @@ def test_checkpoint_write_is_atomic(tmp_path, data_csv, tiny_model_dir, monkeypa
     assert state["global_step"] == 2
 
 
-def test_gpt2_style_model_trains(tmp_path, data_csv, tiny_gpt2_model_dir):
-    result = train(tiny_config(data_csv, tiny_gpt2_model_dir, tmp_path / "run", max_steps=4), quiet=True)
-    assert result.metrics["test"]["examples"] == 12
+def test_gpt2_style_model_trains_and_pools_the_last_real_token(tmp_path, data_csv, tiny_gpt2_model_dir):
+    out = tmp_path / "run"
+    result = train(tiny_config(data_csv, tiny_gpt2_model_dir, out, max_steps=6, learning_rate=5e-3), quiet=True)
+    assert result.metrics["global_steps"] == 6
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    before = AutoModelForSequenceClassification.from_pretrained(tiny_gpt2_model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    tok = AutoTokenizer.from_pretrained(out)
+    # GPT-2 has no pad token of its own: the run gives it one, so batches of several lengths classify
+    # each text by its last real token, exactly as that text alone.
+    assert tok.pad_token_id is not None and model.config.pad_token_id == tok.pad_token_id
+    texts = ["great", "terrible awful bad broken angry refund"]
+    with torch.no_grad():
+        batched = model(**tok(texts, padding=True, return_tensors="pt")).logits
+        alone = torch.cat([model(**tok([t], return_tensors="pt")).logits for t in texts])
+    torch.testing.assert_close(batched, alone, rtol=0, atol=1e-5)
+    assert not torch.equal(model.score.weight, before.score.weight)  # the head was trained and published
 
 
 @pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no AVX-512 BF16 or AMX")
@@ -193,9 +224,107 @@ def test_sentence_pair_task_trains_and_predicts_pairs(tmp_path, tiny_model_dir):
 
     p = Predictor(tmp_path / "run")
     assert p.info.text_pair is True
-    out = p.predict(["the order 1 arrived"], ["order 1 is here"])
-    assert out[0]["label"] in ("contradicts", "entails")
+    here, lost = p.predict(["the order 1 arrived"] * 2, ["order 1 is here", "order 1 is lost"], top_k=2)
+    assert {r["label"] for r in here["top_k"]} == {"contradicts", "entails"}
+    # The second text reaches the model: the same first text with another second one scores differently.
+    assert here["top_k"][0]["score"] != lost["top_k"][0]["score"] or here["label"] != lost["label"]
     from acceltune.errors import UserError
 
     with pytest.raises(UserError):
         p.predict(["the order 1 arrived"])  # a pair model needs the second text
+
+
+def test_class_weights_change_the_loss_as_computed_by_hand():
+    import datasets
+
+    from acceltune.data import Splits
+
+    labels = [0, 0, 0, 1]  # weights n / (classes x count): 4/6 and 4/2
+    splits = Splits(datasets.Dataset.from_dict({"text": ["a"] * 4, "labels": labels}), None, None, ["a", "b"], False, False)
+    task = SequenceClassification()
+    logits = torch.tensor([[2.0, 0.5], [0.1, 0.3], [1.0, -1.0]])
+    target = torch.tensor([0, 1, 1])
+    weighted = task.loss_function(splits, TrainArgs(class_weights=True, label_smoothing=0.0))(logits, target)
+    plain = task.loss_function(splits, TrainArgs(class_weights=False, label_smoothing=0.0))(logits, target)
+    logp = torch.log_softmax(logits, dim=1)[torch.arange(3), target]
+    w = torch.tensor([4 / 6, 2.0])[target]
+    assert float(weighted) == pytest.approx(float(-(w * logp).sum() / w.sum()), rel=1e-6)
+    assert float(plain) == pytest.approx(float(-logp.mean()), rel=1e-6)
+    assert float(weighted) != pytest.approx(float(plain), rel=1e-3)
+    # Multi-label: BCE with pos_weight = negatives / positives per label.
+    ml = Splits(datasets.Dataset.from_dict({"text": ["a"] * 4, "labels": [[1.0, 0.0], [1.0, 1.0], [0.0, 0.0], [0.0, 0.0]]}),
+                None, None, ["a", "b"], True, False)
+    x, y = torch.tensor([[0.3, -0.2], [1.5, 0.7]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    pos_weight = torch.tensor([2 / 2, 3 / 1])
+    by_hand = -(pos_weight * y * torch.log(torch.sigmoid(x)) + (1 - y) * torch.log(1 - torch.sigmoid(x))).mean()
+    got = task.loss_function(ml, TrainArgs(class_weights=True))(x, y)
+    assert float(got) == pytest.approx(float(by_hand), rel=1e-6)
+
+
+class ScriptedAccuracy(SequenceClassification):
+    """Validation accuracy follows a script (evaluation during training), real metrics otherwise."""
+
+    def __init__(self, script: list[float]):
+        self.script = list(script)
+
+    def metrics(self, logits, labels, splits, detailed):
+        metrics = super().metrics(logits, labels, splits, detailed)
+        if not detailed:
+            metrics["accuracy"] = self.script.pop(0)
+        return metrics
+
+
+def test_early_stopping_stops_after_patience_evaluations_without_improvement(tmp_path, data_csv, tiny_model_dir):
+    out = tmp_path / "run"
+    task = ScriptedAccuracy([0.5, 0.6, 0.6, 0.55, 0.9, 0.95])  # evaluations 3 and 4 do not improve on 0.6
+    result = train(tiny_config(data_csv, tiny_model_dir, out, max_steps=20, eval_every=2, patience=2), task=task, quiet=True)
+    assert result.metrics["global_steps"] == 8 and result.metrics["best_step"] == 4
+    assert task.script == [0.9, 0.95]  # the fifth evaluation never ran
+    evals = [r["step"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if r["kind"] == "eval"]
+    assert evals == [2, 4, 6, 8]
+    assert checkpoint_steps(out) == ["step-00000008"]  # the stop is checkpointed
+    state = json.loads((out / "checkpoints" / "step-00000008" / "trainer_state.json").read_text())
+    assert state["evals_without_improvement"] == 2 and state["best_metric"] == 0.6
+
+
+def checkpoint_steps(out: Path) -> list[str]:
+    return sorted(p.name for p in (out / "checkpoints").iterdir() if p.is_dir())
+
+
+@pytest.mark.parametrize("keep", [1, 3])
+def test_checkpoint_pruning_keeps_exactly_n_checkpoints(tmp_path, data_csv, tiny_model_dir, keep):
+    out = tmp_path / "run"
+    train(tiny_config(data_csv, tiny_model_dir, out, max_steps=10, save_every=2, eval_every=100, keep_checkpoints=keep),
+          quiet=True)
+    assert checkpoint_steps(out) == [f"step-{s:08d}" for s in (2, 4, 6, 8, 10)][-keep:]
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step-00000010"
+
+
+def test_parameter_groups_give_the_head_its_rate_and_spare_biases_and_layernorm_from_decay(tiny_model_dir):
+    from transformers import AutoModelForSequenceClassification
+
+    from acceltune.training.loop import param_groups
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+    model.get_input_embeddings().weight.requires_grad_(False)
+    names = {id(p): n for n, p in model.named_parameters()}
+    for args, head_lr in ((TrainArgs(learning_rate=1e-4, weight_decay=0.05), 1e-3),
+                          (TrainArgs(learning_rate=1e-4, head_learning_rate=3e-4, weight_decay=0.05), 3e-4)):
+        groups = param_groups(model, args)
+        seen = [names[id(p)] for g in groups for p in g["params"]]
+        assert sorted(seen) == sorted(n for n, p in model.named_parameters() if p.requires_grad)  # each once, frozen out
+        for g in groups:
+            for n in (names[id(p)] for p in g["params"]):
+                assert g["lr"] == pytest.approx(head_lr if n.startswith("classifier.") else 1e-4), n
+                no_decay = n.endswith(".bias") or "LayerNorm" in n
+                assert g["weight_decay"] == (0.0 if no_decay else 0.05), n
+        assert {(g["lr"], g["weight_decay"]) for g in groups} == {(head_lr, 0.0), (head_lr, 0.05), (1e-4, 0.0), (1e-4, 0.05)}
+    assert TrainArgs(learning_rate=1e-4).head_learning_rate is None  # resolved where used, not in the config
+
+
+def test_train_does_not_change_its_config(tmp_path, data_csv, tiny_model_dir):
+    cfg = tiny_config(data_csv, tiny_model_dir, tmp_path / "run", max_steps=2)
+    cfg.model.max_length = None
+    before = cfg.to_dict()
+    train(cfg, quiet=True)
+    assert cfg.to_dict() == before

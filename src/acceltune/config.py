@@ -95,8 +95,8 @@ class TrainArgs:
     resume: bool = _f(False, "continue the run in --output-dir from its last checkpoint, exactly")
     overwrite: bool = _f(False, "replace an existing --output-dir")
     num_workers: int = _f(0, "DataLoader worker processes (0: load in the training process, fastest for pre-tokenized data)")
-    numpy_dropout: bool = _f(True, "CPU training: dropout masks from numpy's PCG64 instead of torch's single-threaded bernoulli_ (1.11x faster MiniLM steps here, same rate to 1/65536)")
-    bf16_weight_copies: bool = _f(True, "CPU bf16 training (one process, no accumulation): Linear layers compute with bf16 copies of their weights that the optimizer rewrites in its own pass (numba), instead of autocast casting every weight and gradient each step; query, key and value as one matmul (1.18x faster MiniLM steps here, autocast's arithmetic to rounding)")
+    numpy_dropout: bool = _f(True, "CPU-only speed-up (ignored on GPUs): dropout masks from numpy's PCG64 instead of torch's single-threaded bernoulli_ (1.11x faster MiniLM steps here, same rate to 1/65536)")
+    bf16_weight_copies: bool = _f(True, "CPU-only speed-up for bf16 training (one process, no accumulation; ignored elsewhere): Linear layers compute with bf16 copies of their weights that the optimizer rewrites in its own pass (numba), instead of autocast casting every weight and gradient each step; query, key and value as one matmul (1.18x faster MiniLM steps here, autocast's arithmetic to rounding)")
     compile: bool = _f(False, "torch.compile the model (measure first: with varying shapes it rarely pays on CPU)")
     log_every: int = _f(10, "log loss, learning rate and throughput every N optimizer steps")
     keep_checkpoints: int = _f(1, "how many recent step checkpoints to keep besides the best model")
@@ -127,10 +127,13 @@ class TrainArgs:
             raise UserError(f"--precision must be auto, fp32, fp16 or bf16, got {self.precision!r}")
         if self.resume and self.overwrite:
             raise UserError("--resume and --overwrite contradict each other: --resume continues the run in --output-dir, --overwrite replaces it")
-        if self.head_learning_rate is None:
-            self.head_learning_rate = 10 * self.learning_rate
         if not 0 <= self.node_rank < self.nnodes:
             raise UserError(f"--node-rank must be in [0, --nnodes), got {self.node_rank}")
+
+    @property
+    def head_lr(self) -> float:
+        """The head's learning rate: --head-learning-rate, or 10x --learning-rate when not given."""
+        return 10 * self.learning_rate if self.head_learning_rate is None else self.head_learning_rate
 
 
 @dataclass

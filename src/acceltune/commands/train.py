@@ -1,9 +1,11 @@
-"""`acceltune train`: flags generated from the typed config, a thin call into acceltune.train."""
+"""`acceltune train`: flags generated from the typed config, a thin call into acceltune.training."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+from pathlib import Path
 
 from acceltune.config import TrainConfig, add_dataclass_arguments, config_fields
 
@@ -19,31 +21,28 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
-    if config.train.nproc_per_node > 1 or config.train.nnodes > 1:
-        from acceltune.training.launch import launch
-
-        return launch(config, args)
     from rich.console import Console
 
-    from acceltune.training.loop import TrainingInterrupted, train
+    from acceltune.training import launch
 
-    console = Console(stderr=True)
-    try:
-        result = train(config)
-    except TrainingInterrupted as e:
-        console.print(f"[yellow]{e}")
-        return 130
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank returns here; one summary
-        print_summary(result, Console())
-    return 0
+    config = config_from_args(args)
+    if launch.needs_launch(config):
+        code, output_dir = launch.launch(config)
+        if code == 0 and config.train.node_rank == 0:
+            print_summary(output_dir, json.loads((output_dir / "metrics.json").read_text()), Console())
+        return code
+    code, result = launch.train_here(config)
+    if result is not None and int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank returns here; one summary
+        print_summary(result.output_dir, result.metrics, Console())
+    return code
 
 
-def print_summary(result, console) -> None:
-    m = result.metrics
-    console.print(f"model written to [bold]{result.output_dir}[/] · {m['train_samples_per_second']} samples/s over {m['train_runtime_s']} s")
+def print_summary(output_dir: Path, m: dict, console) -> None:
+    # Throughput over the optimizer steps (what the progress bar shows), wall time over the whole run.
+    console.print(f"model written to [bold]{output_dir}[/] · training throughput {m['train_samples_per_second']} samples/s "
+                  f"over {m['train_runtime_s']} s of training steps · wall time {m['wall_time_s']} s")
     for split in ("validation", "test"):
-        if split in m:
+        if split in m and "accuracy" in m[split]:
             s = m[split]
             console.print(f"{split}: accuracy {s['accuracy']:.4f} · macro F1 {s['macro_f1']:.4f} · {s['examples']} examples")
-    console.print(f"report: {result.output_dir / 'report.md'} · TensorBoard: tensorboard --logdir {result.output_dir / 'logs'}")
+    console.print(f"report: {output_dir / 'report.md'} · TensorBoard: tensorboard --logdir {output_dir / 'logs'}")

@@ -10,6 +10,10 @@ The keep probability is resolved to 1/65536 (16-bit thresholds). GPUs keep torch
 Masks depend only on the key the training loop passes to `reseed` before each micro-batch (seed, rank,
 epoch, batch within the epoch): they are reproducible, and an exactly resumed run draws the same masks
 with no generator state to checkpoint.
+
+Each patched model owns its `MaskSource` (returned by `use_numpy_dropout`; its dropout modules and its
+attention modules hold it), so two models in one process draw independent, reproducible masks. The
+attention function registered with transformers is stateless: it reads the source off the module.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ ATTENTION = "acceltune_cpu"
 
 
 class MaskSource:
-    """The process's mask generator (like torch's default generator, which torch's dropout uses)."""
+    """One model's mask generator (or the module default `MASKS`, for `numpy_dropout` called alone)."""
 
     def __init__(self):
         self.rng = np.random.default_rng(0)
@@ -58,29 +62,35 @@ def _bf16_bits(value: float) -> np.uint16:
 
 
 MASKS = MaskSource()
+"""The default source of `numpy_dropout` called without one; patched models never use it."""
+
+MASK_ATTRIBUTE = "_numpy_dropout_masks"
+"""Where `use_numpy_dropout` leaves a model's MaskSource on each of its modules (read by `attention`)."""
 
 
 def reseed(*key: int) -> None:
+    """Reseed the default source `MASKS`."""
     MASKS.reseed(*key)
 
 
-def numpy_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+def numpy_dropout(x: torch.Tensor, p: float, training: bool = True, masks: MaskSource | None = None) -> torch.Tensor:
     if not training or p == 0:
         return x
     if p >= 1:
         return torch.zeros_like(x)
-    return x * MASKS.multiplier(x.shape, p, x.dtype)
+    return x * (MASKS if masks is None else masks).multiplier(x.shape, p, x.dtype)
 
 
 class NumpyDropout(nn.Module):
-    """nn.Dropout with masks from `MASKS`."""
+    """nn.Dropout with masks from its model's MaskSource."""
 
-    def __init__(self, p: float):
+    def __init__(self, p: float, masks: MaskSource):
         super().__init__()
         self.p = p
+        self.masks = masks
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return numpy_dropout(x, self.p, self.training)
+        return numpy_dropout(x, self.p, self.training, self.masks)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -98,19 +108,20 @@ def attention(module, query, key, value, attention_mask, scaling=None, dropout: 
     weights = torch.matmul(query, key.transpose(2, 3)) * scaling
     if attention_mask is not None:
         weights = weights + attention_mask[:, :, :, : key.shape[-2]]
-    weights = numpy_dropout(nn.functional.softmax(weights, dim=-1), dropout)
+    weights = numpy_dropout(nn.functional.softmax(weights, dim=-1), dropout, masks=getattr(module, MASK_ATTRIBUTE))
     return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
 
 
-def use_numpy_dropout(model: nn.Module) -> int:
-    """Swap every nn.Dropout for NumpyDropout and route attention through `attention` where the model
-    allows it. Returns the number of modules swapped. The state dict and saved config do not change."""
-    swapped = 0
-    for parent in model.modules():
+def use_numpy_dropout(model: nn.Module) -> MaskSource:
+    """Swap every nn.Dropout for NumpyDropout (in place) and route attention through `attention` where
+    the model allows it; returns the model's own MaskSource (reseed it before each micro-batch).
+    The state dict and saved config do not change."""
+    masks = MaskSource()
+    for parent in list(model.modules()):
+        object.__setattr__(parent, MASK_ATTRIBUTE, masks)  # plain attribute: not a submodule, not in the state dict
         for name, child in parent.named_children():
             if type(child) is nn.Dropout:
-                setattr(parent, name, NumpyDropout(child.p))
-                swapped += 1
+                setattr(parent, name, NumpyDropout(child.p, masks))
     config = getattr(model, "config", None)
     # Only models built on transformers' attention interface route their attention through `attention`
     # (DeBERTa, MPNet ... keep torch's dropout on the attention probabilities; their nn.Dropout are swapped).
@@ -119,10 +130,11 @@ def use_numpy_dropout(model: nn.Module) -> int:
         from transformers import AttentionInterface
         from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
 
+        # Process-wide registrations, but stateless: the same functions for every model (masks come off the module).
         AttentionInterface.register(ATTENTION, attention)
         ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION, eager_mask)  # additive float mask: both paths read it
         try:
             model.set_attn_implementation(ATTENTION)
         except (ValueError, NotImplementedError, AttributeError, KeyError, TypeError):
             pass  # a model without the attention interface keeps torch's dropout on its attention probabilities
-    return swapped
+    return masks

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 _KERNELS = None
+"""The compiled kernels, shared by every model in the process: they are pure functions of their arrays
+(all per-model state lives in each model's Bf16CopyLinear modules and its Bf16CopyAdamW)."""
 
 
 def kernels():
@@ -161,6 +163,8 @@ class Bf16CopyAdamW(torch.optim.AdamW):
     The state per parameter is torch AdamW's (fp32 exp_avg, exp_avg_sq, step), so checkpoints load
     into either optimizer. Call `clip_grad_norm_` instead of torch's: the bf16 gradients are read in
     fp32 and the clipping factor is applied inside the update, not by rewriting the gradients.
+    Contract: `clip_grad_norm_` before each `step` that should be clipped (`step` uses the factor
+    of the last clip and resets it to 1); acceltune.speedups.prepare's ``clip`` is that call.
     """
 
     def __init__(self, params, copies: dict[nn.Parameter, Bf16CopyLinear], **kwargs):

@@ -1,12 +1,12 @@
 """Data-parallel launch: `acceltune train --nproc-per-node N [--nnodes M --node-rank R --master-addr A --master-port P]`.
 
 `launch` starts torch's elastic agent (the torchrun machinery, ``torch.distributed.launcher``) on this
-machine; the agent runs N copies of ``python -m acceltune train <the same settings> --nproc-per-node 1``
-with RANK/LOCAL_RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT set, and Accelerate inside `acceltune.training.loop`
+machine; the agent runs N copies of `worker` (the config as YAML, launcher flags reset, and the Task by
+its import path) with RANK/LOCAL_RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT set, and Accelerate inside `acceltune.training.loop`
 turns that environment into a process group: gloo on CPU, NCCL on GPUs (one process per GPU, GPU =
 LOCAL_RANK). Everything distributed-specific in the loop itself (sharded sampler, gathered evaluation,
 rank-0-only files, agreed stop flag) lives in acceltune.training.loop; this module only starts processes and
-turns their exit codes into one.
+turns their exit codes into one. `train_here` is the one place that maps an interruption to exit code 130.
 
 Already inside a launcher (``torchrun -m acceltune train ...``, ``accelerate launch -m acceltune train
 ...``, Slurm/Kubernetes/Ray setting RANK and WORLD_SIZE) nothing is relaunched: the flags are ignored
@@ -21,7 +21,8 @@ checkpoints at the next step boundary, agreed across ranks, and stops); 1 for an
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
+import importlib
 import logging
 import os
 import shutil
@@ -32,11 +33,17 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
-from acceltune.config import TrainConfig, config_fields
+from acceltune.config import TrainConfig
 from acceltune.errors import USER_ERROR_PREFIX, UserError
+
+DEFAULT_TASK = "acceltune.training.classification:SequenceClassification"
+"""The Task a worker trains unless told otherwise ("module:attribute" of a Task class)."""
 
 LAUNCHER_FIELDS = ("nproc_per_node", "nnodes", "node_rank", "master_addr", "master_port")
 """Flags for the launcher only: children get --nproc-per-node 1 and the defaults for the rest."""
+
+SINGLE_PROCESS = {"nproc_per_node": 1, "nnodes": 1, "node_rank": 0}
+"""The launcher fields as each launched process sees them: it trains as its rank and launches nothing."""
 
 SHUTDOWN_TIMEOUT_S = 60
 """After a signal or a failed process, how long the others get to finish (e.g. write their checkpoint) before SIGKILL."""
@@ -48,21 +55,6 @@ EXIT_INTERRUPTED = 130
 def already_launched(environ=os.environ) -> bool:
     """True inside torchrun, accelerate launch, Slurm+torchrun, a PyTorchJob or Ray Train: never relaunch there."""
     return "RANK" in environ and "WORLD_SIZE" in environ
-
-
-def child_arguments(config: TrainConfig) -> list[str]:
-    """`acceltune.training.loop` flags reproducing `config` exactly, minus the launcher flags (plus --nproc-per-node 1)."""
-    out = []
-    for group, f in config_fields():
-        if f.name in LAUNCHER_FIELDS:
-            continue
-        value = getattr(getattr(config, group), f.name)
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(value, bool):
-            out.append(flag if value else "--no-" + flag[2:])
-        elif value is not None:
-            out.append(f"{flag}={value!r}" if isinstance(value, float) else f"{flag}={value}")
-    return [*out, "--nproc-per-node=1"]
 
 
 def backend_for(device: str) -> str:
@@ -101,16 +93,19 @@ def _check(config: TrainConfig) -> str:
     return backend
 
 
-def launch(config: TrainConfig, args: argparse.Namespace | None = None) -> int:
-    """Run `acceltune.training.loop` data-parallel on this machine's share of the processes; return the exit code."""
+def needs_launch(config: TrainConfig) -> bool:
+    """More than one process asked for, and no launcher has started this one."""
+    return (config.train.nproc_per_node > 1 or config.train.nnodes > 1) and not already_launched()
+
+
+def launch(config: TrainConfig, task: str = DEFAULT_TASK) -> tuple[int, Path]:
+    """Run ``task`` data-parallel on this machine's share of the processes; (exit code, output directory)."""
     t = config.train
-    if already_launched():
-        return _train_here(config, args)
     backend = _check(config)
     if t.output_dir is None:  # every process, on every node, must write into the same directory
         if t.nnodes > 1:
             raise UserError("--nnodes > 1 needs --output-dir, on a filesystem every node shares (checkpoints are written by rank 0 and read by all)")
-        t.output_dir = f"runs/{datetime.now():%Y%m%d-%H%M%S}"
+    output_dir = t.output_dir or f"runs/{datetime.now():%Y%m%d-%H%M%S}"
 
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, SignalException, Std
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -128,7 +123,9 @@ def launch(config: TrainConfig, args: argparse.Namespace | None = None) -> int:
     lc = LaunchConfig(min_nodes=t.nnodes, max_nodes=t.nnodes, nproc_per_node=nproc, max_restarts=0,
                       monitor_interval=0.1, logs_specs=DefaultLogsSpecs(log_dir=str(log_dir), redirects=redirects),
                       shutdown_timeout=int(os.environ.get("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", SHUTDOWN_TIMEOUT_S)), **rdzv)
-    child = ["-m", "acceltune", "train", *child_arguments(config)]
+    worker_config = log_dir / "config.yaml"
+    dataclasses.replace(config, train=dataclasses.replace(t, output_dir=output_dir, **SINGLE_PROCESS)).save(worker_config)
+    child = ["-c", "from acceltune.training.launch import worker; worker()", str(worker_config), task]
 
     env_backup = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS",)}
     if "OMP_NUM_THREADS" not in os.environ:  # N processes on one machine share its cores (torchrun sets 1; on CPU that starves the math)
@@ -143,18 +140,18 @@ def launch(config: TrainConfig, args: argparse.Namespace | None = None) -> int:
         log.setLevel(logging.CRITICAL)
     if t.node_rank == 0:
         print(f"acceltune: launching {nproc * t.nnodes} processes ({nproc} here, {t.nnodes} node(s), {backend}) "
-              f"into {t.output_dir}", file=sys.stderr)
+              f"into {output_dir}", file=sys.stderr)
     ok = False
     try:
         elastic_launch(lc, entrypoint=sys.executable)(*child)
         ok = True
-        return 0
+        return 0, Path(output_dir)
     except SignalException as e:
         print(f"acceltune: {signal.Signals(e.sigval).name}: processes stopped (each checkpoints at its next step "
-              f"boundary; continue with --resume --output-dir {t.output_dir})", file=sys.stderr)
-        return EXIT_INTERRUPTED
+              f"boundary; continue with --resume --output-dir {output_dir})", file=sys.stderr)
+        return EXIT_INTERRUPTED, Path(output_dir)
     except ChildFailedError as e:
-        return _report_failure(e, log_dir)
+        return _report_failure(e, log_dir), Path(output_dir)
     finally:
         for log, lvl in zip(agent_logs, levels):
             log.setLevel(lvl)
@@ -202,28 +199,42 @@ def _report_failure(err, log_dir: Path) -> int:
     return 1
 
 
-def _train_here(config: TrainConfig, args: argparse.Namespace | None) -> int:
-    """Inside an existing launcher: train as the given rank (the launcher flags do not apply)."""
-    t = config.train
-    world = int(os.environ["WORLD_SIZE"])
-    if os.environ.get("RANK") == "0" and (t.nproc_per_node > 1 or t.nnodes > 1):
-        print(f"acceltune: already launched (WORLD_SIZE={world}): --nproc-per-node/--nnodes are ignored, the launcher decides",
-              file=sys.stderr)
-    for name in LAUNCHER_FIELDS:  # no relaunch from commands.train.run
-        default = {"nproc_per_node": 1, "nnodes": 1, "node_rank": 0}.get(name)
-        if default is not None:
-            setattr(t, name, default)
-            if args is not None:
-                setattr(args, name, default)
-    from acceltune.commands import train as command
+def train_here(config: TrainConfig, task=None, quiet: bool = False):
+    """Train in this process (alone, or as the rank a launcher gave it); (exit code, TrainResult or None).
 
-    if args is None:
-        from acceltune.training.loop import TrainingInterrupted, train
+    The one place where an interruption becomes exit code 130 (the loop raises TrainingInterrupted
+    after its checkpoint); a UserError propagates, for the caller to print as one line."""
+    from acceltune.training.loop import TrainingInterrupted, train
 
-        try:
-            train(config)
-        except TrainingInterrupted as e:
-            print(str(e), file=sys.stderr)
-            return EXIT_INTERRUPTED
-        return 0
-    return command.run(args)
+    if already_launched():
+        if os.environ.get("RANK") == "0" and (config.train.nproc_per_node > 1 or config.train.nnodes > 1):
+            print(f"acceltune: already launched (WORLD_SIZE={os.environ['WORLD_SIZE']}): --nproc-per-node/--nnodes "
+                  "are ignored, the launcher decides", file=sys.stderr)
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, **SINGLE_PROCESS))
+    try:
+        return 0, train(config, task=task, quiet=quiet)
+    except TrainingInterrupted as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_INTERRUPTED, None
+
+
+def load_task(ref: str):
+    """A Task instance from "module:Class" (a class or a factory taking no arguments)."""
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)()
+
+
+def worker() -> None:
+    """Entry point of each launched process: ``python -c '...worker()' CONFIG.yaml MODULE:TASK``."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    config_path, task_ref = sys.argv[1:3]
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # as the CLI: our progress bar is the one that matters
+    try:
+        code, _ = train_here(TrainConfig.load(config_path), load_task(task_ref))
+    except UserError as e:
+        print(f"{USER_ERROR_PREFIX}{e}", file=sys.stderr)
+        code = EXIT_USER_ERROR
+    raise SystemExit(code)

@@ -1,4 +1,11 @@
-"""The training loop: data → tokens → batches → model → metrics and artefacts, top to bottom.
+"""The training loop over a `Task`: setup → fit → finish, top to bottom.
+
+setup turns the config into a run (device, data, model, speed-ups, optimizer, resumed state), fit runs
+the optimizer steps with evaluation, checkpoints and early stopping, finish evaluates the best model
+and writes metrics and the report. What depends on the problem (data, model, loss, metrics, the model
+directory) comes from the Task (acceltune.training.task); the CPU speed-ups from acceltune.speedups,
+called the same way on every device. The config is never changed: values it leaves open (output
+directory, max length, head learning rate) are resolved into a copy, which is what gets saved.
 
 Accelerate hides device, precision and distribution; the loop itself stays plain PyTorch.
 Mixed precision is a no-op when off (accelerate's autocast and GradScaler), not a branch.
@@ -7,10 +14,11 @@ Mixed precision is a no-op when off (accelerate's autocast and GradScaler), not 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
-import os
 import shutil
 import signal
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,24 +27,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from acceltune import batching
-from acceltune.speedups import dropout, master_weights
-from acceltune.training import checkpoint
+from acceltune import batching, speedups
 from acceltune.config import TrainConfig
-from acceltune.cpu import trim_heap
-from acceltune.data import load_splits
+from acceltune.data import Splits
 from acceltune.errors import UserError
-from acceltune.metrics import compute_metrics, write_metrics
-from acceltune.report import write_report
 from acceltune.hardware import apply_precision_flags, resolve_device, resolve_precision
+from acceltune.metrics import write_metrics
 from acceltune.modeldir import TRAINING_CONFIG_FILE, ModelInfo
-from acceltune.modeling import (
-    load_classifier,
-    load_tokenizer,
-    model_max_positions,
-    resolve_model,
-)
+from acceltune.modeling import load_tokenizer, model_max_positions, resolve_model
+from acceltune.training import checkpoint
 from acceltune.training.progress import RunLogger, ThroughputWindow
+from acceltune.training.task import Task, labels_tensor
 
 EVAL_MAX_TOKENS = 16384
 EVAL_MAX_TOKENS_CPU = 4096
@@ -45,7 +46,7 @@ EVAL_MAX_BATCH = 256
 
 
 class TrainingInterrupted(Exception):
-    """SIGINT/SIGTERM (or a test hook) stopped training after a checkpoint was written."""
+    """SIGINT/SIGTERM stopped training after a checkpoint was written."""
 
     def __init__(self, checkpoint_dir: Path, step: int):
         super().__init__(f"interrupted at step {step}; checkpoint saved in {checkpoint_dir}: continue with --resume")
@@ -87,8 +88,17 @@ class StopFlag:
 RUN_MARKERS = (TRAINING_CONFIG_FILE, "checkpoints", "log.jsonl")
 
 
-def prepare_output_dir(args, is_main: bool) -> Path:
-    out = Path(args.output_dir or f"runs/{datetime.now():%Y%m%d-%H%M%S}")
+def default_output_dir(accelerator) -> Path:
+    """runs/<timestamp>: rank 0's timestamp on every rank (one directory for all)."""
+    name = f"runs/{datetime.now():%Y%m%d-%H%M%S}"
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        name = broadcast_object_list([name])[0]
+    return Path(name)
+
+
+def prepare_output_dir(out: Path, args, is_main: bool) -> Path:
     if args.resume:
         if checkpoint.latest_checkpoint(out) is None:
             raise UserError(f"--resume: no checkpoint in {out}/checkpoints; start without --resume (and --overwrite to replace {out})")
@@ -116,35 +126,9 @@ def param_groups(model, args) -> list[dict]:
         key = (head, no_decay)
         if key not in groups:
             groups[key] = {"params": [], "weight_decay": 0.0 if no_decay else args.weight_decay,
-                           "lr": args.head_learning_rate if head else args.learning_rate}
+                           "lr": args.head_lr if head else args.learning_rate}
         groups[key]["params"].append(p)
     return list(groups.values())
-
-
-def make_optimizer(model, args, device: torch.device, weight_copies: dict | None = None) -> torch.optim.Optimizer:
-    groups = param_groups(model, args)
-    if weight_copies:  # fused AdamW for the rest, the numba update for the weights with bf16 copies
-        return master_weights.Bf16CopyAdamW(groups, weight_copies, lr=args.learning_rate, fused=True)
-    try:  # fused AdamW: one kernel over all parameters (measured faster than foreach, see docs/benchmarks.md)
-        return torch.optim.AdamW(groups, lr=args.learning_rate, fused=device.type in ("cpu", "cuda"))
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(groups, lr=args.learning_rate, foreach=True)
-
-
-def uses_bf16_weight_copies(args, precision, accelerator) -> bool:
-    """Only where bf16 gradients are exactly autocast's: one CPU process, no accumulation (sums of bf16
-    gradients, or a bf16 all-reduce, would round where autocast sums in fp32)."""
-    return (args.bf16_weight_copies and not args.compile and precision.name == "bf16" and accelerator.device.type == "cpu"
-            and accelerator.num_processes == 1 and args.grad_accumulation == 1 and master_weights.kernels() is not None)
-
-
-def clip_gradients(accelerator, model, optimizer, max_norm: float) -> torch.Tensor | None:
-    if max_norm <= 0:
-        return None
-    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper
-    if isinstance(inner, master_weights.Bf16CopyAdamW):  # bf16 gradients: the factor is applied in the update
-        return inner.clip_grad_norm_(max_norm)
-    return accelerator.clip_grad_norm_(model.parameters(), max_norm)
 
 
 def linear_warmup_decay(optimizer, warmup_steps: int, total_steps: int):
@@ -154,22 +138,6 @@ def linear_warmup_decay(optimizer, warmup_steps: int, total_steps: int):
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def loss_function(multi_label: bool, class_weights: torch.Tensor | None, label_smoothing: float):
-    if multi_label:
-        return torch.nn.BCEWithLogitsLoss(pos_weight=class_weights)
-    return torch.nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing)
-
-
-def inverse_frequency_weights(labels, num_labels: int, multi_label: bool) -> torch.Tensor:
-    if multi_label:
-        pos = np.asarray(labels, dtype=np.float64).sum(axis=0)
-        neg = len(labels) - pos
-        return torch.tensor(np.where(pos > 0, neg / np.maximum(pos, 1), 1.0), dtype=torch.float)
-    counts = np.bincount(np.asarray(labels), minlength=num_labels).astype(np.float64)
-    weights = len(labels) / (num_labels * np.maximum(counts, 1))
-    return torch.tensor(weights, dtype=torch.float)
 
 
 @torch.inference_mode()
@@ -213,27 +181,25 @@ def predict_logits(model, dataset, collator, accelerator) -> tuple[np.ndarray, n
     return logits, batching.column_array(dataset, "labels")
 
 
-def evaluate_split(model, dataset, collator, accelerator, info: ModelInfo, loss_fn, detailed: bool = False) -> dict:
-    logits, labels = predict_logits(model, dataset, collator, accelerator)
-    metrics = compute_metrics(logits, labels, info.labels, info.multi_label, info.threshold, detailed=detailed)
-    target = torch.tensor(labels, dtype=torch.float if info.multi_label else torch.long)
+def evaluate_split(run: "Run", dataset, detailed: bool = False) -> dict:
+    logits, labels = predict_logits(run.model, dataset, run.collator, run.accelerator)
+    metrics = run.task.metrics(logits, labels, run.splits, detailed)
+    target = labels_tensor(labels, run.task.float_labels(run.splits))
     # On a copy: .cpu() moves a module in place, and the training loss (class weights) must stay on the device.
-    metrics["loss"] = float(copy.deepcopy(loss_fn).cpu()(torch.from_numpy(logits), target))
+    metrics["loss"] = float(copy.deepcopy(run.loss_fn).cpu()(torch.from_numpy(logits), target))
     return metrics
 
 
-def publish_model(accelerator, model, tokenizer, info: ModelInfo, config: TrainConfig, output_dir: Path) -> None:
-    """Write the Hugging Face model directory atomically: into a temporary directory, then move each file."""
-    if not accelerator.is_main_process:
+def publish_model(run: "Run") -> None:
+    """Write the model directory atomically: the Task's files into a temporary directory, then moved one by one."""
+    if not run.accelerator.is_main_process:
         return
-    tmp = output_dir / ".model-tmp"
+    tmp = run.output_dir / ".model-tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.unwrap_model(model).save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    info.save(tmp)
-    config.save(tmp / TRAINING_CONFIG_FILE)
+    tmp.mkdir(parents=True)
+    run.task.save_model(tmp, run.accelerator.unwrap_model(run.model), run.tokenizer, run.info, run.config)
     for f in tmp.iterdir():
-        f.replace(output_dir / f.name)
+        f.replace(run.output_dir / f.name)
     tmp.rmdir()
 
 
@@ -254,9 +220,54 @@ def improved(metric: str, value: float, best: float | None) -> bool:
     return value < best if metric == "loss" else value > best
 
 
-def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool = False) -> TrainResult:
-    """Run a whole fine-tuning job. `stop_after_steps` simulates an interruption (for resume tests)."""
+@dataclass
+class Run:
+    """Everything setup resolved for fit and finish: a record, no behaviour."""
+    config: TrainConfig
+    """The resolved copy of the caller's config (output_dir, max_length, head_learning_rate filled in): saved with the model."""
+    task: Task
+    accelerator: object
+    precision: object
+    splits: Splits
+    info: ModelInfo
+    tokenizer: object
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    speedups: speedups.Speedups
+    loss_fn: torch.nn.Module
+    collator: batching.Collator
+    sampler: batching.LengthGroupedSampler
+    loader: object
+    tokenized: dict
+    lazy: bool
+    output_dir: Path
+    logger: RunLogger
+    state: checkpoint.TrainerState
+    total_steps: int
+    batches_per_epoch: int
+    eval_every: int
+    save_every: int
+    started: float
+    """time.perf_counter() when train() was called: the wall time counts from here."""
+
+
+def train(config: TrainConfig, *, task: Task | None = None, quiet: bool = False) -> TrainResult:
+    """Run a whole fine-tuning job for ``task`` (default: sequence classification). ``config`` is not changed."""
+    if task is None:
+        from acceltune.training.classification import SequenceClassification
+
+        task = SequenceClassification()
+    run = setup(config, task, quiet)
+    fit(run)
+    return finish(run)
+
+
+def setup(config: TrainConfig, task: Task, quiet: bool = False) -> Run:
+    """Device, data, model, speed-ups, optimizer and the resumed state: everything before the first step."""
     from accelerate.utils import set_seed
+
+    started = time.perf_counter()
     args, data_args, model_args = config.train, config.data, config.model
 
     # 1. Device and precision: one policy, loud errors.
@@ -265,75 +276,64 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
     apply_precision_flags(precision)
     accelerator = make_accelerator(precision, device)
     is_main = accelerator.is_main_process
-    if stop_after_steps is None and os.environ.get("ACCELTUNE_STOP_AFTER_STEPS"):
-        # Test hook (not a user setting): simulate an interruption after N steps in a subprocess run.
-        stop_after_steps = int(os.environ["ACCELTUNE_STOP_AFTER_STEPS"])
-    if args.output_dir is None and accelerator.num_processes > 1:  # one directory for all ranks: rank 0's timestamp
-        from accelerate.utils import broadcast_object_list
-
-        args.output_dir = broadcast_object_list([f"runs/{datetime.now():%Y%m%d-%H%M%S}"])[0]
 
     # 2. Data: file → examples (validated, split) → tokens: once and cached, or per batch for big data (--tokenize).
     with accelerator.main_process_first():  # rank 0 fills the datasets cache, the others read it (no concurrent writes)
-        splits = load_splits(data_args, seed=args.seed)
+        splits = task.load_splits(data_args, args.seed)
     if splits.train is None or len(splits.train) == 0:
         raise UserError("no training examples: check --train")
+    output_dir = Path(args.output_dir) if args.output_dir else default_output_dir(accelerator)
     with accelerator.main_process_first():  # rank 0 removes an --overwrite'n directory before the others look at it
-        output_dir = prepare_output_dir(args, is_main)
+        prepare_output_dir(output_dir, args, is_main)
     accelerator.wait_for_everyone()
     if args.resume:  # before the data is tokenized: a resume that cannot be exact fails at once
         checkpoint.check_resumable(checkpoint.latest_checkpoint(output_dir), config.to_dict(), accelerator.num_processes)
     model_path = resolve_model(model_args.model)
     tokenizer = load_tokenizer(model_path, model_args.trust_remote_code)
     set_seed(args.seed)
-    model = load_classifier(model_path, splits.labels, splits.multi_label, tokenizer, model_args.trust_remote_code)
+    model = task.build_model(model_path, splits, tokenizer, model_args.trust_remote_code)
     model_limit = model_max_positions(model, tokenizer)
-    if model_args.max_length is None:
-        model_args.max_length = batching.choose_max_length(
+    max_length = model_args.max_length
+    if max_length is None:
+        max_length = batching.choose_max_length(
             batching.token_lengths(splits.train, tokenizer, splits.text_pair, seed=args.seed), model_limit)
-    elif model_args.max_length > model_limit:
-        raise UserError(f"--max-length {model_args.max_length} exceeds the model's limit of {model_limit} tokens: lower it")
-    info = ModelInfo(labels=splits.labels, multi_label=splits.multi_label, max_length=model_args.max_length,
-                     text_pair=splits.text_pair, version=datetime.now().strftime("%Y%m%d-%H%M%S"))
+    elif max_length > model_limit:
+        raise UserError(f"--max-length {max_length} exceeds the model's limit of {model_limit} tokens: lower it")
+    config = dataclasses.replace(config, model=dataclasses.replace(model_args, max_length=max_length),
+                                 train=dataclasses.replace(args, output_dir=str(output_dir), head_learning_rate=args.head_lr))
+    args = config.train
+    info = task.model_info(splits, max_length, datetime.now().strftime("%Y%m%d-%H%M%S"))
     lazy = batching.tokenize_lazily(data_args.tokenize, len(splits.train))
     with accelerator.main_process_first():
-        tokenized = {name: batching.tokenize(ds, tokenizer, info.max_length, splits.text_pair)
+        tokenized = {name: batching.tokenize(ds, tokenizer, max_length, splits.text_pair)
                      for name, ds in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))
                      if ds is not None and len(ds) and not (lazy and name == "train")}
     if lazy:  # the up-front pass would delay the first step by ~25k rows per CPU-second
-        train_view = batching.LazyTokenizedDataset(splits.train, tokenizer, info.max_length, splits.text_pair)
+        train_view = batching.LazyTokenizedDataset(splits.train, tokenizer, max_length, splits.text_pair)
         train_lengths = batching.text_lengths(splits.train, splits.text_pair)
     else:
         train_view = batching.BatchedArrowDataset(tokenized["train"], (*batching.TOKEN_COLUMNS, "labels"))
         train_lengths = batching.column_array(tokenized["train"], "length")
 
-    # 3. Model, optimizer, schedule.
+    # 3. Model, speed-ups, optimizer, schedule.
     if model_args.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
-    if args.compile:
-        model = torch.compile(model, dynamic=True)
-    elif args.numpy_dropout and accelerator.device.type == "cpu":
-        dropout.use_numpy_dropout(model)
-    weight_copies = master_weights.use_bf16_weight_copies(model) if uses_bf16_weight_copies(args, precision, accelerator) else None
-    optimizer = make_optimizer(model, args, accelerator.device, weight_copies)
+    fast = speedups.prepare(model, param_groups(model, args), args, precision, accelerator)
     sampler = batching.LengthGroupedSampler(
         train_lengths, args.batch_size, seed=args.seed, num_replicas=accelerator.num_processes,
         rank=accelerator.process_index, group_by_length=args.group_by_length)
     batches_per_epoch = len(sampler)
     steps_per_epoch = math.ceil(batches_per_epoch / args.grad_accumulation)
     total_steps = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))
-    scheduler = linear_warmup_decay(optimizer, int(args.warmup_ratio * total_steps), total_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    scheduler = linear_warmup_decay(fast.optimizer, int(args.warmup_ratio * total_steps), total_steps)
+    model, optimizer = accelerator.prepare(fast.model, fast.optimizer)
     accelerator.register_for_checkpointing(scheduler)
-    class_weights = inverse_frequency_weights(batching.column_array(splits.train, "labels"), len(info.labels), info.multi_label) if args.class_weights else None
-    loss_fn = loss_function(info.multi_label, class_weights, args.label_smoothing).to(accelerator.device)
+    loss_fn = task.loss_function(splits, args).to(accelerator.device)
     collator = batching.Collator(tokenizer.pad_token_id, 8 if accelerator.device.type == "cuda" else None,
-                                 tokenizer.padding_side, info.multi_label)
+                                 tokenizer.padding_side, task.float_labels(splits))
     loader = batching.make_loader(train_view, sampler, collator, args.num_workers,
                                   pin_memory=accelerator.device.type == "cuda")
     eval_every = args.eval_every or steps_per_epoch
-    save_every = args.save_every or eval_every
-    config_yaml = _config_yaml(config)
 
     # 4. Resume exactly where the last checkpoint left off.
     state = checkpoint.TrainerState(world_size=accelerator.num_processes)
@@ -345,31 +345,42 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
         config.save(output_dir / TRAINING_CONFIG_FILE)
     logger = RunLogger(output_dir, is_main, total_steps, quiet=quiet, resume_step=state.global_step,
                        history=state.history if args.resume else None)
-    logger.note(f"device {accelerator.device} · precision {precision.name}{' (bf16 weight copies)' if weight_copies else ''} · world size {accelerator.num_processes} · "
-                f"{len(splits.train)} train examples{' (tokenized per batch)' if lazy else ''} · max length {info.max_length} · "
+    copies = " (bf16 weight copies)" if "bf16 weight copies" in fast.names else ""
+    logger.note(f"device {accelerator.device} · precision {precision.name}{copies} · world size {accelerator.num_processes} · "
+                f"{len(splits.train)} train examples{' (tokenized per batch)' if lazy else ''} · max length {max_length} · "
                 f"{total_steps} steps")
     for note in splits.notes:
         logger.note(note)
+    return Run(config=config, task=task, accelerator=accelerator, precision=precision, splits=splits, info=info,
+               tokenizer=tokenizer, model=model, optimizer=optimizer, scheduler=scheduler, speedups=fast, loss_fn=loss_fn,
+               collator=collator, sampler=sampler, loader=loader, tokenized=tokenized, lazy=lazy, output_dir=output_dir,
+               logger=logger, state=state, total_steps=total_steps, batches_per_epoch=batches_per_epoch,
+               eval_every=eval_every, save_every=args.save_every or eval_every, started=started)
 
-    # 5. Train.
+
+def fit(run: Run) -> None:
+    """Optimizer steps until max steps, early stopping or a signal (TrainingInterrupted after a checkpoint)."""
+    args, accelerator, state, logger = run.config.train, run.accelerator, run.state, run.logger
+    model, optimizer, scheduler = run.model, run.optimizer, run.scheduler
+    config_yaml = _config_yaml(run.config)
     model.train()
     stop_early = False
     window = ThroughputWindow()
     with StopFlag() as stop:
-        while state.global_step < total_steps and not stop_early:
-            sampler.set_epoch(state.epoch, state.batches_in_epoch)
+        while state.global_step < run.total_steps and not stop_early:
+            run.sampler.set_epoch(state.epoch, state.batches_in_epoch)
             micro = 0
-            for batch in loader:
+            for batch in run.loader:
                 batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
                 labels = batch.pop("labels")
                 micro += 1
                 state.batches_in_epoch += 1
-                dropout.reseed(args.seed, accelerator.process_index, state.epoch, state.batches_in_epoch)
-                last_micro = micro == args.grad_accumulation or state.batches_in_epoch == batches_per_epoch
+                run.speedups.before_micro_batch(state.epoch, state.batches_in_epoch)
+                last_micro = micro == args.grad_accumulation or state.batches_in_epoch == run.batches_per_epoch
                 with (nullcontext() if last_micro else accelerator.no_sync(model)):
                     with accelerator.autocast():
                         logits = model(**batch).logits
-                    loss = loss_fn(logits.float(), labels) / args.grad_accumulation
+                    loss = run.loss_fn(logits.float(), labels) / args.grad_accumulation
                     accelerator.backward(loss)
                 # Device tensors, read at log time: no host-device sync per micro-step.
                 window.loss += loss.detach()
@@ -378,7 +389,7 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
                 if not last_micro:
                     continue
                 micro = 0
-                grad_norm = clip_gradients(accelerator, model, optimizer, args.max_grad_norm)
+                grad_norm = run.speedups.clip(model, args.max_grad_norm)  # before the step: see acceltune.speedups
                 optimizer.step()
                 if not accelerator.optimizer_step_was_skipped:
                     scheduler.step()
@@ -386,11 +397,11 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
                 state.global_step += 1
                 window.steps += 1
 
-                if state.global_step % args.log_every == 0 or state.global_step == total_steps:
+                if state.global_step % args.log_every == 0 or state.global_step == run.total_steps:
                     elapsed = window.elapsed()
                     state.samples_seen += window.samples
                     state.train_seconds += elapsed
-                    record = {"kind": "train", "step": state.global_step, "epoch": state.epoch + state.batches_in_epoch / batches_per_epoch,
+                    record = {"kind": "train", "step": state.global_step, "epoch": state.epoch + state.batches_in_epoch / run.batches_per_epoch,
                               "loss": _mean_over_ranks(accelerator, float(window.loss) / window.steps), "learning_rate": scheduler.get_last_lr()[0],
                               "grad_norm": float(grad_norm) if grad_norm is not None else None,
                               "samples_per_second": window.samples / elapsed, "tokens_per_second": float(window.tokens) / elapsed}
@@ -400,42 +411,45 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
                 logger.advance(state.global_step)
 
                 window.pause()  # evaluation and checkpoints are not training time
-                if "validation" in tokenized and (state.global_step % eval_every == 0 or state.global_step == total_steps):
-                    metrics = evaluate_split(model, tokenized["validation"], collator, accelerator, info, loss_fn)
+                if "validation" in run.tokenized and (state.global_step % run.eval_every == 0 or state.global_step == run.total_steps):
+                    metrics = evaluate_split(run, run.tokenized["validation"])
                     record = {"kind": "eval", "step": state.global_step, **metrics}
                     state.history.append(record)
-                    logger.log(record)
+                    logger.log(record, f"step {state.global_step}: {run.task.eval_line(metrics)}")
                     value = metrics[args.early_stopping_metric]
                     if improved(args.early_stopping_metric, value, state.best_metric):
                         state.best_metric, state.best_step, state.evals_without_improvement = value, state.global_step, 0
-                        publish_model(accelerator, model, tokenizer, info, config, output_dir)
+                        publish_model(run)
                     else:
                         state.evals_without_improvement += 1
                         stop_early = args.patience is not None and state.evals_without_improvement >= args.patience
 
-                interrupted = _any_rank(accelerator, stop.set or (stop_after_steps is not None and state.global_step >= stop_after_steps))
-                if interrupted or stop_early or state.global_step % save_every == 0 or state.global_step == total_steps:
-                    path = checkpoint.save_checkpoint(accelerator, output_dir, state, config_yaml, args.keep_checkpoints)
+                interrupted = _any_rank(accelerator, stop.set)
+                if interrupted or stop_early or state.global_step % run.save_every == 0 or state.global_step == run.total_steps:
+                    path = checkpoint.save_checkpoint(accelerator, run.output_dir, state, config_yaml, args.keep_checkpoints)
                     if interrupted:
                         logger.close()
                         raise TrainingInterrupted(path, state.global_step)
                 if stop_early:
                     logger.note(f"early stopping: no {args.early_stopping_metric} improvement in {args.patience} evaluations")
                     break
-                if state.global_step >= total_steps:
+                if state.global_step >= run.total_steps:
                     break
                 window.resume()
             else:
                 state.epoch += 1
                 state.batches_in_epoch = 0
     logger.close()
-    trim_heap()  # the activations' high-water mark would otherwise stay resident under evaluation and the report
+    run.speedups.after_training()
 
-    # 6. The final model is the best checkpoint (or the last, without validation): evaluate it on test.
-    if "validation" not in tokenized:
-        publish_model(accelerator, model, tokenizer, info, config, output_dir)
+
+def finish(run: Run) -> TrainResult:
+    """The final model is the best checkpoint (or the last, without validation): evaluate it, write metrics and the report."""
+    accelerator, state, output_dir = run.accelerator, run.state, run.output_dir
+    if "validation" not in run.tokenized:
+        publish_model(run)
     accelerator.wait_for_everyone()
-    unwrapped = accelerator.unwrap_model(model)
+    unwrapped = accelerator.unwrap_model(run.model)
     from safetensors.torch import load_file
 
     # safetensors takes "cpu", not the "cpu:N" Accelerate names a CPU rank's device.
@@ -444,19 +458,23 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
     missing = unwrapped.load_state_dict(best_weights, strict=False)
     if missing.missing_keys and any("embeddings" not in k for k in missing.missing_keys):
         raise RuntimeError(f"best model is missing weights: {missing.missing_keys[:5]}")
-    metrics = {"world_size": accelerator.num_processes, "device": str(accelerator.device), "precision": precision.name,
-               "model": model_args.model, "global_steps": state.global_step, "best_step": state.best_step,
+    metrics = {"world_size": accelerator.num_processes, "device": str(accelerator.device), "precision": run.precision.name,
+               "model": run.config.model.model, "global_steps": state.global_step, "best_step": state.best_step,
                "train_runtime_s": round(state.train_seconds, 2),
                "train_samples_per_second": round(state.samples_seen / max(state.train_seconds, 1e-9), 2),
-               "train_examples": len(splits.train), "tokenize": "lazy" if lazy else "upfront", "max_length": info.max_length}
+               "train_examples": len(run.splits.train), "tokenize": "lazy" if run.lazy else "upfront",
+               "max_length": run.info.max_length}
     for split in ("validation", "test"):
-        if split in tokenized:
-            metrics[split] = evaluate_split(model, tokenized[split], collator, accelerator, info, loss_fn, detailed=True)
-    trim_heap()  # and evaluation's: the report's figures then start from the live set
-    if is_main:
+        if split in run.tokenized:
+            metrics[split] = evaluate_split(run, run.tokenized[split], detailed=True)
+    run.speedups.after_training()  # and evaluation's: the report's figures then start from the live set
+    # From the call to the final evaluation (setup, evaluation, checkpoints included); train_runtime_s counts optimizer steps only.
+    metrics["wall_time_s"] = round(time.perf_counter() - run.started, 2)
+    if accelerator.is_main_process:
         write_metrics(output_dir / "metrics.json", metrics)
-        write_report(output_dir, metrics, info.labels, state.history, split="test" if "test" in metrics else "validation",
-                     title=f"acceltune training report: {output_dir.name}")
+        run.task.write_report(output_dir, metrics, state.history, run.splits,
+                              split="test" if "test" in metrics else "validation",
+                              title=f"acceltune training report: {output_dir.name}")
     accelerator.wait_for_everyone()
     return TrainResult(output_dir, metrics)
 

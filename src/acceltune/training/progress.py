@@ -77,7 +77,8 @@ class RunLogger:
         if self.is_main:  # soft wrap: no newlines inserted into paths and numbers (logs get grepped)
             self.console.print(text, soft_wrap=True, highlight=False, markup=False)
 
-    def log(self, record: dict) -> None:
+    def log(self, record: dict, line: str | None = None) -> None:
+        """Append the record to log.jsonl and TensorBoard; a train record updates the bar, ``line`` is printed."""
         if not self.is_main:
             return
         record.setdefault("time", round(time.time(), 3))  # the caller's dict (kept in the run's history) gets it too
@@ -89,8 +90,8 @@ class RunLogger:
                     self.writer.add_scalar(f"{kind}/{key}", value, step)
         if kind == "train" and self.progress is not None:
             self.progress.update(self.task, status=f"loss {record['loss']:.4f} · {record['samples_per_second']:.1f} samples/s")
-        elif kind == "eval":
-            self.console.print(f"step {step}: validation accuracy {record['accuracy']:.4f} · macro F1 {record['macro_f1']:.4f} · loss {record['loss']:.4f}")
+        if line is not None:
+            self.console.print(line)
 
     def advance(self, step: int) -> None:
         if self.progress is not None:

@@ -1,0 +1,69 @@
+"""Sequence classification (single- and multi-label, single texts or pairs): the first `Task`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from acceltune.config import DataArgs, TrainArgs
+from acceltune.data import Splits, load_splits
+from acceltune.metrics import compute_metrics
+from acceltune.modeldir import ModelInfo
+from acceltune.modeling import load_classifier
+from acceltune.training.task import Task
+
+
+def loss_function(multi_label: bool, class_weights: torch.Tensor | None, label_smoothing: float) -> nn.Module:
+    """BCE per label (class weights as pos_weight) or cross-entropy over labels (class weights, smoothing)."""
+    if multi_label:
+        return nn.BCEWithLogitsLoss(pos_weight=class_weights)
+    return nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing)
+
+
+def inverse_frequency_weights(labels, num_labels: int, multi_label: bool) -> torch.Tensor:
+    """Single-label: n / (classes x count) per class. Multi-label: negatives / positives per label (BCE's pos_weight)."""
+    if multi_label:
+        pos = np.asarray(labels, dtype=np.float64).sum(axis=0)
+        neg = len(labels) - pos
+        return torch.tensor(np.where(pos > 0, neg / np.maximum(pos, 1), 1.0), dtype=torch.float)
+    counts = np.bincount(np.asarray(labels), minlength=num_labels).astype(np.float64)
+    weights = len(labels) / (num_labels * np.maximum(counts, 1))
+    return torch.tensor(weights, dtype=torch.float)
+
+
+class SequenceClassification(Task):
+    """A Hugging Face AutoModelForSequenceClassification over the label set found in the training data."""
+
+    def load_splits(self, data_args: DataArgs, seed: int) -> Splits:
+        return load_splits(data_args, seed=seed)
+
+    def build_model(self, model_path: str, splits: Splits, tokenizer, trust_remote_code: bool) -> nn.Module:
+        return load_classifier(model_path, splits.labels, splits.multi_label, tokenizer, trust_remote_code)
+
+    def float_labels(self, splits: Splits) -> bool:
+        return splits.multi_label  # multi-hot vectors
+
+    def loss_function(self, splits: Splits, args: TrainArgs) -> nn.Module:
+        from acceltune.batching import column_array
+
+        weights = (inverse_frequency_weights(column_array(splits.train, "labels"), len(splits.labels), splits.multi_label)
+                   if args.class_weights else None)
+        return loss_function(splits.multi_label, weights, args.label_smoothing)
+
+    def metrics(self, logits: np.ndarray, labels: np.ndarray, splits: Splits, detailed: bool) -> dict:
+        return compute_metrics(logits, labels, splits.labels, splits.multi_label, ModelInfo.threshold, detailed=detailed)
+
+    def model_info(self, splits: Splits, max_length: int, version: str) -> ModelInfo:
+        return ModelInfo(labels=splits.labels, multi_label=splits.multi_label, max_length=max_length,
+                         text_pair=splits.text_pair, version=version)
+
+    def write_report(self, output_dir: Path, metrics: dict, history: list[dict], splits: Splits, split: str, title: str) -> None:
+        from acceltune.report import write_report
+
+        write_report(output_dir, metrics, splits.labels, history, split=split, title=title)
+
+    def eval_line(self, metrics: dict) -> str:
+        return f"validation accuracy {metrics['accuracy']:.4f} · macro F1 {metrics['macro_f1']:.4f} · loss {metrics['loss']:.4f}"

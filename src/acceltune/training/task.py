@@ -1,0 +1,73 @@
+"""What the training loop needs to know about one kind of problem: a `Task`.
+
+The loop (acceltune.training.loop) owns device, precision, batching, optimisation, checkpoints,
+evaluation timing and distribution; a Task owns everything that depends on what is being learned:
+where the examples come from, which model and loss fit them, how predictions are scored and what
+the published model directory holds. Sequence classification (acceltune.training.classification)
+is the first Task; another one (regression, token classification, ...) is a new subclass, not a
+new loop.
+
+The loop calls, in this order: `load_splits` → `build_model` → `model_info` → `loss_function`,
+then per evaluation `metrics`, per improvement `save_model`, and once at the end `write_report`.
+Examples are ``datasets`` rows with ``text`` (and ``text_pair``) and ``labels``; the model is called
+as ``model(input_ids=..., attention_mask=...)`` and returns ``.logits``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from acceltune.config import DataArgs, TrainArgs, TrainConfig
+from acceltune.data import Splits
+from acceltune.modeldir import TRAINING_CONFIG_FILE, ModelInfo
+
+
+class Task(ABC):
+    """One kind of problem the loop can train. Instances hold no run state: one may train many models."""
+
+    @abstractmethod
+    def load_splits(self, data_args: DataArgs, seed: int) -> Splits:
+        """Train/validation/test examples (the loop refuses an empty training split)."""
+
+    @abstractmethod
+    def build_model(self, model_path: str, splits: Splits, tokenizer, trust_remote_code: bool) -> nn.Module:
+        """A freshly initialised model for these splits (the loop seeds torch before calling)."""
+
+    @abstractmethod
+    def float_labels(self, splits: Splits) -> bool:
+        """Whether the labels are float tensors (targets, multi-hot) rather than class indices."""
+
+    @abstractmethod
+    def loss_function(self, splits: Splits, args: TrainArgs) -> nn.Module:
+        """loss(logits as fp32, labels) -> scalar; a Module, so that it moves with the model's device."""
+
+    @abstractmethod
+    def metrics(self, logits: np.ndarray, labels: np.ndarray, splits: Splits, detailed: bool) -> dict:
+        """Scores of one split's predictions; must contain the --early-stopping-metric used (or it is "loss")."""
+
+    @abstractmethod
+    def model_info(self, splits: Splits, max_length: int, version: str) -> ModelInfo:
+        """What acceltune.json records beside the weights (how the predictor reads the outputs)."""
+
+    def save_model(self, model_dir: Path, model: nn.Module, tokenizer, info: ModelInfo, config: TrainConfig) -> None:
+        """Write the model directory's files into ``model_dir`` (the loop moves them into place atomically)."""
+        model.save_pretrained(model_dir, safe_serialization=True)
+        tokenizer.save_pretrained(model_dir)
+        info.save(model_dir)
+        config.save(model_dir / TRAINING_CONFIG_FILE)
+
+    def write_report(self, output_dir: Path, metrics: dict, history: list[dict], splits: Splits, split: str, title: str) -> None:
+        """Human-readable results next to metrics.json (none by default)."""
+
+    def eval_line(self, metrics: dict) -> str:
+        """The line printed after each evaluation."""
+        return " · ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+
+
+def labels_tensor(labels: np.ndarray, float_labels: bool) -> torch.Tensor:
+    return torch.tensor(labels, dtype=torch.float if float_labels else torch.long)
