@@ -25,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
+    from functools import partial
 
     from acceltune.data import load_texts
 
@@ -33,17 +34,18 @@ def run(args: argparse.Namespace) -> int:
     fmt = args.format or ("csv" if args.output.endswith(".csv") else "jsonl")
     if args.output != "-" and Path(args.output).exists() and not args.overwrite:
         raise UserError(f"{args.output} already exists: pass --overwrite to replace it, or another --output")
-    # The file is read while the model loads (building an ONNX Runtime session keeps about one core busy):
-    # on a large input, reading costs no wall time. The model is checked first, so its errors come first.
-    with ThreadPoolExecutor(1) as pool:
-        reading = pool.submit(load_texts, args.input, args.text_column, args.text_pair_column, delimiter=args.delimiter,
-                              encoding=args.encoding, column_names=args.column_names)
-        try:
+    read = partial(load_texts, args.input, args.text_column, args.text_pair_column, delimiter=args.delimiter,
+                   encoding=args.encoding, column_names=args.column_names)
+    if args.input == "-":  # stdin may be a terminal: a model error must not wait for the end of its input
+        predictor = load_predictor(args)
+        texts, pairs, table = read()
+    else:
+        # The file is read while the model loads (building an ONNX Runtime session keeps about one core busy):
+        # on a large input, reading costs no wall time. The model's errors still come first.
+        with ThreadPoolExecutor(1) as pool:
+            reading = pool.submit(read)
             predictor = load_predictor(args)
-        except BaseException:
-            reading.cancel()
-            raise
-        texts, pairs, table = reading.result()
+            texts, pairs, table = reading.result()
     if args.id_column and args.id_column not in table.column_names:
         raise UserError(f"--id-column {args.id_column!r} not found; columns are: {', '.join(table.column_names)}")
     results = predictor.predict(texts, pairs, top_k=args.top_k)
