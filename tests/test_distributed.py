@@ -3,8 +3,9 @@
 One module-scoped set of runs (about 1.5 minutes on two cores) backs the end-to-end tests:
   single  in-process, 1 process, batch 6            (the reference)
   multi   `acceltune train --nproc-per-node 2`, batch 3 per process (same global batch, same seed)
-  part    the same, stopped after step 5 by the ACCELTUNE_STOP_AFTER_STEPS test hook, then resumed
-          under `torchrun -m acceltune train --resume --nproc-per-node 2` (no relaunch inside torchrun)
+  part    the same through `launch` with a test Task whose loss raises SIGINT in each process during
+          step 5 (a real interruption, through the loop's own handler), then resumed under
+          `torchrun -m acceltune train --resume --nproc-per-node 2` (no relaunch inside torchrun)
 The model has no dropout: dropout masks differ by rank, so only then are the runs comparable.
 """
 
@@ -27,6 +28,8 @@ from acceltune.config import DataArgs, ModelArgs, TrainArgs, TrainConfig
 from acceltune.training.loop import train
 from conftest import make_tiny_bert_dir
 from helpers import write_labeled_csv
+
+TESTS = Path(__file__).resolve().parent
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
@@ -81,8 +84,16 @@ def runs(tmp_path_factory):
     train(cfg, quiet=True)
 
     out["multi"] = acceltune_train(*common, "--batch-size=3", "--nproc-per-node=2", f"--output-dir={root / 'multi'}")
-    out["part"] = acceltune_train(*common, "--batch-size=3", "--nproc-per-node=2", f"--output-dir={root / 'part'}",
-                                  env={"ACCELTUNE_STOP_AFTER_STEPS": str(STOP_AT)})
+    part_config = root / "part.yaml"
+    TrainConfig(data=DataArgs(train=str(data), validation_fraction=0.2, test_fraction=0.2),
+                model=ModelArgs(model=str(model), max_length=32),
+                train=TrainArgs(output_dir=str(root / "part"), batch_size=3, nproc_per_node=2,
+                                **{k: v for k, v in COMMON.items() if k not in ("max_length", "validation_fraction", "test_fraction")})
+                ).save(part_config)
+    # The library's launcher with a Task by import path (tests/ on the workers' path): what an application does.
+    out["part"] = run(["-c", "import sys; from acceltune.config import TrainConfig; from acceltune.training.launch import launch; "
+                       f"sys.exit(launch(TrainConfig.load(sys.argv[1]), 'test_task:InterruptingClassificationAt{STOP_AT}')[0])",
+                       str(part_config)], env={"PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])})
     latest = root / "part" / "checkpoints" / "latest"
     out["part_latest"] = latest.read_text().strip() if latest.is_file() else None
     # Resume under torchrun itself: acceltune must see the launcher's environment and not relaunch.
@@ -175,40 +186,49 @@ def test_a_user_error_in_the_processes_is_one_line_and_exit_2(runs):
     assert "Traceback" not in proc.stderr
 
 
-def test_child_arguments_reproduce_the_config_without_the_launcher_flags():
-    from acceltune.cli import build_parser
-    from acceltune.commands.train import config_from_args
-    from acceltune.training.launch import LAUNCHER_FIELDS, child_arguments
+def test_workers_get_the_config_exactly_as_one_process_each(tmp_path, monkeypatch):
+    """launch hands each worker the config (as YAML) with the launcher flags reset, and the Task by import path."""
+    from acceltune.training import launch
 
+    seen = {}
+
+    def fake_elastic_launch(config, entrypoint):
+        def start(*argv):
+            seen["argv"] = argv
+            seen["config"] = TrainConfig.load(argv[-2])
+        return start
+
+    monkeypatch.setattr("torch.distributed.launcher.api.elastic_launch", fake_elastic_launch)
+    monkeypatch.delenv("RANK", raising=False)
     cfg = TrainConfig(data=DataArgs(train="a b.csv", delimiter="-", max_examples=50),
                       model=ModelArgs(model="m", max_length=64, freeze_embeddings=False),
-                      train=TrainArgs(output_dir="out", learning_rate=3e-5, nproc_per_node=4, nnodes=2, node_rank=1,
-                                      master_addr="10.0.0.1", master_port=1234, group_by_length=False, patience=3))
-    argv = child_arguments(cfg)
-    assert "--nproc-per-node=1" in argv and not any(a.startswith(("--nnodes", "--node-rank", "--master")) for a in argv)
-    parser, _ = build_parser("train")
-    child = config_from_args(parser.parse_args(["train", *argv]))
-    want, got = cfg.to_dict(), child.to_dict()
-    for name in LAUNCHER_FIELDS:
+                      train=TrainArgs(output_dir=str(tmp_path / "out"), learning_rate=3e-5, nproc_per_node=2, device="cpu",
+                                      group_by_length=False, patience=3))
+    before = cfg.to_dict()
+    assert launch.needs_launch(cfg)
+    assert launch.launch(cfg, task="pkg.tasks:MyTask") == (0, tmp_path / "out")
+    assert cfg.to_dict() == before  # the caller's config is not changed
+    assert seen["argv"][-1] == "pkg.tasks:MyTask" and "launch import worker" in seen["argv"][1]
+    want, got = cfg.to_dict(), seen["config"].to_dict()
+    for name in launch.LAUNCHER_FIELDS:
         want["train"].pop(name), got["train"].pop(name)
     assert got == want
-    assert child.train.nproc_per_node == 1
+    assert (seen["config"].train.nproc_per_node, seen["config"].train.nnodes) == (1, 1)
 
 
 def test_inside_an_existing_launcher_nothing_is_relaunched(monkeypatch):
-    import argparse
-
-    from acceltune.training import launch as distributed
-    from acceltune.commands import train as command
+    from acceltune.training import launch, loop
 
     seen = {}
-    monkeypatch.setattr(command, "run", lambda args: seen.setdefault("nproc", args.nproc_per_node) and 0)
+    monkeypatch.setattr(loop, "train", lambda config, task=None, quiet=False: seen.setdefault("config", config))
     monkeypatch.setattr("torch.distributed.launcher.api.elastic_launch", lambda *a, **k: pytest.fail("relaunched"))
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     cfg = TrainConfig(train=TrainArgs(nproc_per_node=2))
-    assert distributed.launch(cfg, argparse.Namespace(nproc_per_node=2, nnodes=1, node_rank=0)) == 0
-    assert seen["nproc"] == 1
+    assert not launch.needs_launch(cfg)
+    code, _ = launch.train_here(cfg)
+    assert code == 0 and seen["config"].train.nproc_per_node == 1
+    assert cfg.train.nproc_per_node == 2
 
 
 def test_sharded_batches_are_the_one_process_batches_split_in_two():

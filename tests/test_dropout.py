@@ -54,21 +54,38 @@ def test_patched_model_matches_the_original_in_eval_and_trains(fixture, request)
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(path)
     patched = copy.deepcopy(model)
-    swapped = dropout.use_numpy_dropout(patched)
-    assert swapped > 0
+    masks = dropout.use_numpy_dropout(patched)
+    assert sum(isinstance(m, dropout.NumpyDropout) for m in patched.modules()) > 0
+    assert all(m.masks is masks for m in patched.modules() if isinstance(m, dropout.NumpyDropout))
     assert not any(type(m) is torch.nn.Dropout for m in patched.modules())
     batch = tok(["a much longer first text here", "short"], padding=True, return_tensors="pt")
     model.eval(), patched.eval()
     with torch.no_grad():  # padding masked alike: same logits
         torch.testing.assert_close(patched(**batch).logits, model(**batch).logits, rtol=0, atol=1e-5)
     patched.train()
-    dropout.reseed(0)
+    masks.reseed(0)
     out1 = patched(**batch).logits
-    dropout.reseed(0)
+    masks.reseed(0)
     out2 = patched(**batch).logits
     torch.testing.assert_close(out1, out2)  # the masks follow the seed
-    dropout.reseed(1)
+    masks.reseed(1)
     assert not torch.allclose(patched(**batch).logits, out1)  # and dropout is really on in training
     out1.sum().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in patched.parameters())
     assert patched.state_dict().keys() == model.state_dict().keys()
+
+
+def test_two_patched_models_in_one_process_draw_their_own_masks(tiny_model_dir):
+    """Each model owns its mask source: using one model does not move the other's masks."""
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    batch = tok(["a first text", "and a second, longer one"], padding=True, return_tensors="pt")
+    a = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir).train()
+    b = copy.deepcopy(a)
+    masks_a, masks_b = dropout.use_numpy_dropout(a), dropout.use_numpy_dropout(b)
+    assert masks_a is not masks_b
+    masks_a.reseed(0)
+    expected = a(**batch).logits
+    masks_a.reseed(0)
+    masks_b.reseed(0)
+    b(**batch)  # draws from b's source only
+    torch.testing.assert_close(a(**batch).logits, expected)
