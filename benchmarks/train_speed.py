@@ -14,7 +14,7 @@ within each repeat so drifting machine load hits all of them alike. Then each si
   trainer_default  transformers.Trainer, DataCollatorWithPadding, random batches, fp32
   trainer_best     the same plus group_by_length=True and bf16=True where the CPU (AVX-512 BF16 /
                    AMX) or GPU (compute capability >= 8) supports it
-  acceltune        acceltune.train.train(TrainConfig) with its defaults (length-grouped batches,
+  acceltune        acceltune.train(TrainConfig) with its defaults (length-grouped batches,
                    frozen word embeddings, head learning rate 10x the body's, precision auto)
 
 Hyper-parameters shared by all sides: batch 32, learning rate 1e-4 for every parameter (acceltune's
