@@ -12,7 +12,10 @@ Prints one JSON line on stdout; progress goes to stderr.
 --whole-process also times `acceltune predict` (onnx exports) and a transformers-pipeline script
 (read CSV, classify at batch 32, write JSONL) as whole processes, on the test texts repeated to
 --whole-process-texts and on 10 texts: the marginal rate (extra texts / extra seconds) leaves out
-start-up and model loading, and is set against the in-process rate of the same backend.
+start-up and model loading, and is set against the in-process rate of the same backend. It also
+reports backend_share: the part of `acceltune predict`'s marginal wall time spent inside ONNX Runtime's
+session.run (the command run in-process, twice per input size), which load from elsewhere on the
+machine barely moves, unlike the two rates.
 """
 
 from __future__ import annotations
@@ -207,6 +210,34 @@ def in_process_rate(args) -> float:
     return len(texts) / (time.perf_counter() - t)
 
 
+def backend_share(work: Path, backend: str) -> dict:
+    """`acceltune predict` on the small and the big input, in this process, timing ONNX Runtime's part."""
+    import acceltune.inference.backends.onnx_backend as onnx_backend
+    from acceltune.cli import main as cli
+
+    spent = [0.0]
+    real = onnx_backend.run_session
+
+    def timed(*a):
+        t = time.perf_counter()
+        try:
+            return real(*a)
+        finally:
+            spent[0] += time.perf_counter() - t
+
+    onnx_backend.run_session = timed
+    runs: dict[str, list[tuple[float, float]]] = {}
+    for name in ("small", "big", "small", "big"):
+        spent[0] = 0.0
+        t = time.perf_counter()
+        cli(["predict", str(work / backend), "--input", str(work / f"whole_process_{name}.csv"),
+             "--output", str(work / "backend_share.jsonl"), "--overwrite"])
+        runs.setdefault(name, []).append((time.perf_counter() - t, spent[0]))
+    (wall_s, ort_s), (wall_b, ort_b) = min(runs["small"]), min(runs["big"])
+    return {"wall_s_small": round(wall_s, 2), "wall_s_big": round(wall_b, 2), "backend_s_big": round(ort_b, 2),
+            "backend_share": round((ort_b - ort_s) / (wall_b - wall_s), 3)}
+
+
 def whole_process(args, model_dir: Path, texts: list[str], backends: list[str], results: dict, env: dict) -> dict:
     """Marginal messages/s of whole processes: (big - small texts) / (big - small seconds), fastest of the repeats."""
     work = Path(args.work_dir)
@@ -253,6 +284,9 @@ def whole_process(args, model_dir: Path, texts: list[str], backends: list[str], 
         if in_process:
             r["in_process_messages_per_s"] = round(max(in_process), 1)
             r["of_in_process_rate"] = round(rate / max(in_process), 3)
+            _, stdout = timed([sys.executable, __file__, "--model-dir", str(model_dir), "--work-dir", str(work),
+                               "--backend-share", b])
+            r.update(json.loads(stdout.strip().splitlines()[-1]))
         out[b] = r
         print(f"  whole process {b}: {r}", file=sys.stderr, flush=True)
     if "pipeline" in out:
@@ -281,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--worker", dest="backend", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--message", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--in-process-rate", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--backend-share", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -293,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.in_process_rate:
         print(in_process_rate(args))
+        return 0
+    if args.backend_share:
+        print(json.dumps(backend_share(Path(args.work_dir), args.backend_share)))
         return 0
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
