@@ -114,9 +114,9 @@ def prepare_output_dir(out: Path, args, is_main: bool) -> Path:
     return out
 
 
-def param_groups(model, args) -> list[dict]:
-    """AdamW groups: no weight decay on biases and LayerNorm; the new head at its own learning rate."""
-    head_names = {n for n, _ in model.named_parameters() if n.split(".")[0] in ("classifier", "score", "pre_classifier")}
+def param_groups(model, args, head_modules: tuple[str, ...] = Task.head_modules) -> list[dict]:
+    """AdamW groups: no weight decay on biases and LayerNorm; the new head (``head_modules``) at its own learning rate."""
+    head_names = {n for n, _ in model.named_parameters() if n.split(".")[0] in head_modules}
     groups = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -318,7 +318,7 @@ def setup(config: TrainConfig, task: Task, quiet: bool = False) -> Run:
     # 3. Model, speed-ups, optimizer, schedule.
     if model_args.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
-    fast = speedups.prepare(model, param_groups(model, args), args, precision, accelerator)
+    fast = speedups.prepare(model, param_groups(model, args, task.head_modules), args, precision, accelerator)
     sampler = batching.LengthGroupedSampler(
         train_lengths, args.batch_size, seed=args.seed, num_replicas=accelerator.num_processes,
         rank=accelerator.process_index, group_by_length=args.group_by_length)

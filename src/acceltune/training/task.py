@@ -30,6 +30,9 @@ from acceltune.modeldir import TRAINING_CONFIG_FILE, ModelInfo
 class Task(ABC):
     """One kind of problem the loop can train. Instances hold no run state: one may train many models."""
 
+    head_modules: tuple[str, ...] = ("classifier", "score", "pre_classifier")
+    """Top-level modules of the newly initialised head, trained at --head-learning-rate (AutoModelFor*'s names)."""
+
     @abstractmethod
     def load_splits(self, data_args: DataArgs, seed: int) -> Splits:
         """Train/validation/test examples (the loop refuses an empty training split)."""
