@@ -27,6 +27,8 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "load_texts": ("acceltune.data", None),
     "train": ("acceltune.training.loop", None),
     "TrainResult": ("acceltune.training.loop", None),
+    "Task": ("acceltune.training.task", None),
+    "SequenceClassification": ("acceltune.training.classification", None),
     "Predictor": ("acceltune.inference.predictor", None),
     "create_app": ("acceltune.serve", "serve"),
     "ServeSettings": ("acceltune.serve", "serve"),
@@ -42,7 +44,9 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names come f
     from acceltune.export import export_model
     from acceltune.inference.predictor import Predictor
     from acceltune.serve import ServeSettings, create_app
+    from acceltune.training.classification import SequenceClassification
     from acceltune.training.loop import TrainResult, train
+    from acceltune.training.task import Task
 
 
 def __getattr__(name: str):
