@@ -106,3 +106,22 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 def tiny_gpt2_model_dir(tmp_path_factory) -> Path:
     """Tiny random GPT-2 classifier directory (same labels; pad token = eos)."""
     return make_tiny_gpt2_dir(tmp_path_factory.mktemp("tiny_gpt2") / "model")
+
+
+@pytest.fixture(scope="session")
+def onnx_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model exported to fp32 ONNX once per session (tests copy it before changing anything)."""
+    from acceltune.export import export_model
+
+    out = tmp_path_factory.mktemp("export") / "onnx"
+    export_model(tiny_model_dir, out, log=lambda m: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def int8_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    from acceltune.export import export_model
+
+    out = tmp_path_factory.mktemp("export") / "int8"
+    export_model(tiny_model_dir, out, quantize="int8", log=lambda m: None)
+    return out

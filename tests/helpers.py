@@ -38,3 +38,14 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subproce
     """Run `python -m acceltune ...` in a subprocess (exit code and stderr as a user sees them)."""
     return subprocess.run([sys.executable, "-m", "acceltune", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, timeout=timeout, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+
+
+SAMPLE_TEXTS = [
+    "ok",
+    "I still have not received my new card, I ordered it over a week ago and nobody answers.",
+    "great service",
+    "Why was I charged a fee for withdrawing cash abroad when the app said it would be free?",
+    "refund please",
+    "The transfer is pending",
+]
+"""Short and long customer messages for inference and export tests."""

@@ -9,34 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import SAMPLE_TEXTS
+
 from acceltune.errors import UserError
 from acceltune.export import export_model
 from acceltune.inference.predictor import Predictor
 
-TEXTS = [
-    "ok",
-    "I still have not received my new card, I ordered it over a week ago and nobody answers.",
-    "great service",
-    "Why was I charged a fee for withdrawing cash abroad when the app said it would be free?",
-    "refund please",
-    "The transfer is pending",
-    "",
-    "café naïve – ünïcode ✓",
-]
-
-
-@pytest.fixture(scope="module")
-def onnx_dir(tiny_model_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("inference") / "onnx"
-    export_model(tiny_model_dir, out, log=lambda m: None)
-    return out
-
-
-@pytest.fixture(scope="module")
-def int8_dir(tiny_model_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("inference") / "int8"
-    export_model(tiny_model_dir, out, quantize="int8", log=lambda m: None)
-    return out
+TEXTS = [*SAMPLE_TEXTS, "", "café naïve – ünïcode ✓"]  # an empty text and non-ASCII as well
 
 
 @pytest.fixture(scope="module")
