@@ -13,26 +13,28 @@ from acceltune.speedups import dropout
 
 def test_mask_rate_scale_and_reproducibility():
     x = torch.ones(400, 1000)
-    dropout.reseed(1, 0, 0, 1)
-    a = dropout.numpy_dropout(x, 0.1)
-    dropout.reseed(1, 0, 0, 1)
-    b = dropout.numpy_dropout(x, 0.1)
-    dropout.reseed(1, 0, 0, 2)
-    c = dropout.numpy_dropout(x, 0.1)
+    masks = dropout.MaskSource()
+    masks.reseed(1, 0, 0, 1)
+    a = dropout.numpy_dropout(x, 0.1, masks)
+    masks.reseed(1, 0, 0, 1)
+    b = dropout.numpy_dropout(x, 0.1, masks)
+    masks.reseed(1, 0, 0, 2)
+    c = dropout.numpy_dropout(x, 0.1, masks)
     keep = (a != 0).float().mean().item()
     assert abs(keep - 0.9) < 0.003
     assert torch.allclose(a[a != 0], torch.full_like(a[a != 0], 1 / 0.9))  # inverted dropout: expectation kept
     assert torch.equal(a, b) and not torch.equal(a, c)
-    assert torch.equal(dropout.numpy_dropout(x, 0.1, training=False), x)
-    assert torch.count_nonzero(dropout.numpy_dropout(x, 1.0)) == 0
+    assert torch.equal(dropout.numpy_dropout(x, 0.1, masks, training=False), x)
+    assert torch.count_nonzero(dropout.numpy_dropout(x, 1.0, masks)) == 0
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_kept_values_are_scaled_in_the_input_dtype(dtype):
     # bf16 multipliers are built as bit patterns in numpy: the result must be torch's own x * bf16(1/(1-p)).
     x = (torch.rand(64, 300) + 0.5).to(dtype)
-    dropout.reseed(5)
-    y = dropout.numpy_dropout(x, 0.1)
+    masks = dropout.MaskSource()
+    masks.reseed(5)
+    y = dropout.numpy_dropout(x, 0.1, masks)
     kept = y != 0
     assert y.dtype == dtype and 0.85 < kept.float().mean().item() < 0.95
     assert torch.equal(y[kept], (x * torch.tensor(1 / 0.9, dtype=dtype))[kept])
@@ -40,8 +42,9 @@ def test_kept_values_are_scaled_in_the_input_dtype(dtype):
 
 def test_gradient_flows_through_kept_elements_only():
     x = torch.randn(64, 32, requires_grad=True)
-    dropout.reseed(3)
-    y = dropout.numpy_dropout(x, 0.5)
+    masks = dropout.MaskSource()
+    masks.reseed(3)
+    y = dropout.numpy_dropout(x, 0.5, masks)
     y.sum().backward()
     kept = y.detach() != 0
     assert torch.allclose(x.grad[kept], torch.full_like(x.grad[kept], 2.0))

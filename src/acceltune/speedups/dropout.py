@@ -30,7 +30,7 @@ ATTENTION = "acceltune_cpu"
 
 
 class MaskSource:
-    """One model's mask generator (or the module default `MASKS`, for `numpy_dropout` called alone)."""
+    """One model's mask generator."""
 
     def __init__(self):
         self.rng = np.random.default_rng(0)
@@ -61,24 +61,16 @@ def _bf16_bits(value: float) -> np.uint16:
     return np.uint16(torch.tensor(value, dtype=torch.bfloat16).view(torch.uint16).item())
 
 
-MASKS = MaskSource()
-"""The default source of `numpy_dropout` called without one; patched models never use it."""
-
 MASK_ATTRIBUTE = "_numpy_dropout_masks"
 """Where `use_numpy_dropout` leaves a model's MaskSource on each of its modules (read by `attention`)."""
 
 
-def reseed(*key: int) -> None:
-    """Reseed the default source `MASKS`."""
-    MASKS.reseed(*key)
-
-
-def numpy_dropout(x: torch.Tensor, p: float, training: bool = True, masks: MaskSource | None = None) -> torch.Tensor:
+def numpy_dropout(x: torch.Tensor, p: float, masks: MaskSource, training: bool = True) -> torch.Tensor:
     if not training or p == 0:
         return x
     if p >= 1:
         return torch.zeros_like(x)
-    return x * (MASKS if masks is None else masks).multiplier(x.shape, p, x.dtype)
+    return x * masks.multiplier(x.shape, p, x.dtype)
 
 
 class NumpyDropout(nn.Module):
@@ -90,7 +82,7 @@ class NumpyDropout(nn.Module):
         self.masks = masks
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return numpy_dropout(x, self.p, self.training, self.masks)
+        return numpy_dropout(x, self.p, self.masks, self.training)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
