@@ -125,3 +125,28 @@ def int8_dir(tiny_model_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("export") / "int8"
     export_model(tiny_model_dir, out, quantize="int8", log=lambda m: None)
     return out
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> str:
+    """A fresh, empty database per test: a SQLite file, and a new database on the PostgreSQL server named by
+    ACCELTUNE_TEST_POSTGRES_URL (.ci/run starts one with .ci/postgres; skipped without it, except in CI)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    admin = os.environ.get("ACCELTUNE_TEST_POSTGRES_URL")
+    if not admin:
+        if os.environ.get("CI"):
+            pytest.fail("ACCELTUNE_TEST_POSTGRES_URL is unset in CI: .ci/run starts PostgreSQL with .ci/postgres")
+        pytest.skip("no PostgreSQL: export ACCELTUNE_TEST_POSTGRES_URL=$(.ci/postgres)")
+    import uuid
+
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = admin.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -23,6 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("acceltune.commands.export", "export a trained model to ONNX (fp32/int8) or TensorRT, with a parity check"),
     "serve": ("acceltune.commands.serve", "serve a model over HTTP with dynamic batching"),
     "doctor": ("acceltune.commands.doctor", "show the hardware, libraries and the device and precision a run would use"),
+    # Applications: each brings its own command module; the core never imports them.
+    "assistant": ("acceltune.assistant.command", "a customer-service assistant over an intent model: replies, out-of-scope hand-off, review"),
+    "monitor": ("acceltune.monitor.command", "score a stream of financial news: sentiment index per company, alerts, dashboard"),
+    "recommend": ("acceltune.recommend.command", "train, evaluate and serve a sequential recommender over users' interactions"),
 }
 
 
