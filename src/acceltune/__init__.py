@@ -19,6 +19,8 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, tuple[str, str | None]] = {
     "TrainConfig": ("acceltune.config", None),
     "DataArgs": ("acceltune.config", None),
+    "add_dataclass_arguments": ("acceltune.config", None),
+    "dataclass_values": ("acceltune.config", None),
     "ModelArgs": ("acceltune.config", None),
     "TrainArgs": ("acceltune.config", None),
     "UserError": ("acceltune.errors", None),
@@ -30,6 +32,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "Task": ("acceltune.training.task", None),
     "SequenceClassification": ("acceltune.training.classification", None),
     "Predictor": ("acceltune.inference.predictor", None),
+    "ModelInfo": ("acceltune.modeldir", None),
     "create_app": ("acceltune.serve", "serve"),
     "ServeSettings": ("acceltune.serve", "serve"),
     "export_model": ("acceltune.export", None),  # needs the export extra when called, not to import
@@ -43,6 +46,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names come f
     from acceltune.errors import UserError
     from acceltune.export import export_model
     from acceltune.inference.predictor import Predictor
+    from acceltune.modeldir import ModelInfo
     from acceltune.serve import ServeSettings, create_app
     from acceltune.training.classification import SequenceClassification
     from acceltune.training.loop import TrainResult, train
