@@ -34,7 +34,7 @@ from acceltune.errors import UserError
 from acceltune.hardware import apply_precision_flags, resolve_device, resolve_precision
 from acceltune.metrics import write_metrics
 from acceltune.modeldir import TRAINING_CONFIG_FILE, ModelInfo
-from acceltune.modeling import load_tokenizer, model_max_positions, resolve_model
+from acceltune.modeling import model_max_positions, resolve_model
 from acceltune.training import checkpoint
 from acceltune.training.progress import RunLogger, ThroughputWindow
 from acceltune.training.task import Task, labels_tensor
@@ -289,7 +289,7 @@ def setup(config: TrainConfig, task: Task, quiet: bool = False) -> Run:
     if args.resume:  # before the data is tokenized: a resume that cannot be exact fails at once
         checkpoint.check_resumable(checkpoint.latest_checkpoint(output_dir), config.to_dict(), accelerator.num_processes)
     model_path = resolve_model(model_args.model)
-    tokenizer = load_tokenizer(model_path, model_args.trust_remote_code)
+    tokenizer = task.load_tokenizer(model_path, splits, model_args.trust_remote_code)
     set_seed(args.seed)
     model = task.build_model(model_path, splits, tokenizer, model_args.trust_remote_code)
     model_limit = model_max_positions(model, tokenizer)
@@ -363,6 +363,7 @@ def fit(run: Run) -> None:
     args, accelerator, state, logger = run.config.train, run.accelerator, run.state, run.logger
     model, optimizer, scheduler = run.model, run.optimizer, run.scheduler
     config_yaml = _config_yaml(run.config)
+    selection_metric = run.task.selection_metric(args)
     model.train()
     stop_early = False
     window = ThroughputWindow()
@@ -416,8 +417,8 @@ def fit(run: Run) -> None:
                     record = {"kind": "eval", "step": state.global_step, **metrics}
                     state.history.append(record)
                     logger.log(record, f"step {state.global_step}: {run.task.eval_line(metrics)}")
-                    value = metrics[args.early_stopping_metric]
-                    if improved(args.early_stopping_metric, value, state.best_metric):
+                    value = metrics[selection_metric]
+                    if improved(selection_metric, value, state.best_metric):
                         state.best_metric, state.best_step, state.evals_without_improvement = value, state.global_step, 0
                         publish_model(run)
                     else:
@@ -431,7 +432,7 @@ def fit(run: Run) -> None:
                         logger.close()
                         raise TrainingInterrupted(path, state.global_step)
                 if stop_early:
-                    logger.note(f"early stopping: no {args.early_stopping_metric} improvement in {args.patience} evaluations")
+                    logger.note(f"early stopping: no {selection_metric} improvement in {args.patience} evaluations")
                     break
                 if state.global_step >= run.total_steps:
                     break
@@ -471,6 +472,7 @@ def finish(run: Run) -> TrainResult:
     # From the call to the final evaluation (setup, evaluation, checkpoints included); train_runtime_s counts optimizer steps only.
     metrics["wall_time_s"] = round(time.perf_counter() - run.started, 2)
     if accelerator.is_main_process:
+        run.task.finalize(output_dir, run.splits, run.config, metrics)
         write_metrics(output_dir / "metrics.json", metrics)
         run.task.write_report(output_dir, metrics, state.history, run.splits,
                               split="test" if "test" in metrics else "validation",

@@ -7,8 +7,8 @@ the published model directory holds. Sequence classification (acceltune.training
 is the first Task; another one (regression, token classification, ...) is a new subclass, not a
 new loop.
 
-The loop calls, in this order: `load_splits` → `build_model` → `model_info` → `loss_function`,
-then per evaluation `metrics`, per improvement `save_model`, and once at the end `write_report`.
+The loop calls, in this order: `load_splits` → `load_tokenizer` → `build_model` → `model_info` → `loss_function`,
+then per evaluation `metrics`, per improvement `save_model`, and once at the end `finalize` and `write_report`.
 Examples are ``datasets`` rows with ``text`` (and ``text_pair``) and ``labels``; the model is called
 as ``model(input_ids=..., attention_mask=...)`` and returns ``.logits``.
 """
@@ -57,12 +57,28 @@ class Task(ABC):
     def model_info(self, splits: Splits, max_length: int, version: str) -> ModelInfo:
         """What acceltune.json records beside the weights (how the predictor reads the outputs)."""
 
+    def load_tokenizer(self, model_path: str, splits: Splits, trust_remote_code: bool):
+        """What turns the examples' ``text`` into ``input_ids`` (default: the model's own tokenizer). A Task whose
+        words are not natural language (item ids) builds its vocabulary from the splits instead."""
+        from acceltune.modeling import load_tokenizer
+
+        return load_tokenizer(model_path, trust_remote_code)
+
+    def selection_metric(self, args: TrainArgs) -> str:
+        """The validation metric that picks the best checkpoint and drives early stopping ("loss": lower is better)."""
+        return args.early_stopping_metric
+
     def save_model(self, model_dir: Path, model: nn.Module, tokenizer, info: ModelInfo, config: TrainConfig) -> None:
         """Write the model directory's files into ``model_dir`` (the loop moves them into place atomically)."""
         model.save_pretrained(model_dir, safe_serialization=True)
         tokenizer.save_pretrained(model_dir)
         info.save(model_dir)
         config.save(model_dir / TRAINING_CONFIG_FILE)
+
+    def finalize(self, output_dir: Path, splits: Splits, config: TrainConfig, metrics: dict) -> None:
+        """Once, on the main process, after the best model is in ``output_dir`` and evaluated and before metrics.json
+        and the report are written: fit what reads the trained model (classification: the out-of-scope rule),
+        adding its files to ``output_dir`` and its figures to ``metrics``. Nothing by default."""
 
     def write_report(self, output_dir: Path, metrics: dict, history: list[dict], splits: Splits, split: str, title: str) -> None:
         """Human-readable results next to metrics.json (none by default)."""
