@@ -44,10 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from acceltune.extras import require
 
     require("fastapi", "monitor")
-    from acceltune.serve import NOT_FLAGS, ServeSettings
+    from acceltune.serve import add_server_arguments
 
-    add_dataclass_arguments(serve.add_argument_group("server"), ServeSettings, exclude=NOT_FLAGS)
-    serve.add_argument("--api-key-file", metavar="FILE", help="require 'Authorization: Bearer KEY' (one key per line in FILE)")
+    add_server_arguments(serve.add_argument_group("server"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,33 +123,15 @@ def _ingest(args) -> int:
 
 
 def _serve(args) -> int:
-    from acceltune.extras import require
-
-    uvicorn = require("uvicorn", "monitor")
     from acceltune.monitor.api import MonitorRoutes
     from acceltune.monitor.store import Store
-    from acceltune.serve import NOT_FLAGS, ServeSettings, create_app, read_api_keys
+    from acceltune.serve import create_app, run_server, settings_from_args
 
     index, rules, hook = _settings(args)
-    settings = ServeSettings(model_dir=args.model_dir, **dataclass_values(args, ServeSettings, exclude=NOT_FLAGS),
-                             api_keys=read_api_keys(args.api_key_file) if args.api_key_file else ())
+    settings = settings_from_args(args, model_dir=args.model_dir)
     routes = MonitorRoutes(Store.open(args.db), args.model_dir, index=index, rules=rules, webhook=hook,
                            tagger=_tagger(args))
-    failed: list[BaseException] = []
-    server = None
-
-    def on_load_error(e: BaseException) -> None:
-        failed.append(e)
-        if server is not None:
-            server.should_exit = True
-
-    app = create_app(settings, routers=[routes.router], on_load_error=on_load_error, title="acceltune monitor",
-                     description="Financial news sentiment: items, index per entity, alerts. See docs/monitor.md.")
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, lifespan="on",
-                                           access_log=False, log_level="info",
-                                           timeout_graceful_shutdown=settings.shutdown_timeout_s))
-    server.run()
-    if failed:
-        e = failed[0]
-        raise e if isinstance(e, UserError) else UserError(f"cannot load the model from {args.model_dir}: {e}")
-    return 0
+    return run_server(lambda on_load_error: create_app(
+        settings, routers=[routes.router], on_load_error=on_load_error, title="acceltune monitor",
+        description="Financial news sentiment: items, an index per entity, alerts. See docs/monitor.md."),
+        settings, access_log=args.access_log)

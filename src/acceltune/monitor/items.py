@@ -17,6 +17,7 @@ from acceltune.monitor.timestamps import parse_ms
 
 MAX_ID = 200  # characters of id, entity and source: indexed columns stay small
 REQUIRED = ("id", "timestamp", "text")
+BLANK = " \t\n\r\f\v"  # a text of only these (ASCII whitespace) is empty; the API's schema states the same
 
 
 class Malformed(ValueError):
@@ -58,7 +59,7 @@ def item_from_record(record) -> Item:
     text = record["text"]
     if not isinstance(text, str):
         raise Malformed("text must be a string")
-    if not text.strip():
+    if not text.strip(BLANK):
         raise Malformed("empty text")
     if "\x00" in text:
         raise Malformed("text contains a NUL character")
