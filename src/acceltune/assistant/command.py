@@ -1,0 +1,94 @@
+"""`acceltune assistant`: the customer-service assistant's server and its review export.
+
+    acceltune assistant MODEL_DIR --replies replies.yaml [--db URL] [--retention-days N] [server flags]
+    acceltune assistant review --db URL --output handoffs.csv [--overwrite]
+
+``acceltune assistant MODEL_DIR`` is short for ``acceltune assistant serve MODEL_DIR``. The server flags
+(--host, --port, limits, --api-key-file, ...) are `acceltune serve`'s, generated from ServeSettings.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from acceltune.assistant.store import DEFAULT_DB, DEFAULT_RETENTION_DAYS
+
+COMMANDS = ("serve", "review")
+
+
+class _AnyFirstWord(dict):
+    """argparse's check of the first word: any word passes (one that names no sub-command is serve's MODEL_DIR)."""
+
+    def __contains__(self, key) -> bool:
+        return True
+
+
+class _ServeUnlessNamed(argparse._SubParsersAction):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.choices = _AnyFirstWord()  # _name_parser_map stays the real table
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values and values[0] not in self._name_parser_map:
+            values = ["serve", *values]
+        super().__call__(parser, namespace, values, option_string)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from acceltune.extras import require
+
+    require("fastapi", "assistant")
+    from acceltune.serve import add_server_arguments
+
+    sub = p.add_subparsers(dest="assistant_command", metavar="{MODEL_DIR,serve,review}", required=True,
+                           action=_ServeUnlessNamed)
+    serve = sub.add_parser("serve", help="serve the assistant (the default: acceltune assistant MODEL_DIR ...)",
+                           formatter_class=p.formatter_class)
+    serve.add_argument("model_dir", metavar="MODEL_DIR", help="an intent model from 'acceltune train' or 'acceltune export'")
+    serve.add_argument("--replies", required=True, metavar="YAML",
+                       help="reply templates per intent and the hand-off policy (docs/assistant.md)")
+    _add_db(serve)
+    serve.add_argument("--retention-days", type=float, default=DEFAULT_RETENTION_DAYS,
+                       help="delete conversations older than this (at start, then hourly)")
+    add_server_arguments(serve)
+    review = sub.add_parser("review", help="export handed-off and low-confidence messages for labelling",
+                            formatter_class=p.formatter_class)
+    _add_db(review)
+    review.add_argument("--output", required=True, metavar="CSV",
+                        help="the CSV to write (text,label,...: fill in label, then train on it)")
+    review.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+
+
+def _add_db(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", default=DEFAULT_DB, metavar="URL",
+                   help="where conversations are stored: any SQLAlchemy URL, e.g. postgresql://user@host/db")
+
+
+def run(args: argparse.Namespace) -> int:
+    return {"serve": _serve, "review": _review}[args.assistant_command](args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from acceltune import ModelInfo
+    from acceltune.assistant.app import create_assistant_app
+    from acceltune.assistant.replies import load_replies
+    from acceltune.assistant.store import ConversationStore
+    from acceltune.serve import run_server, settings_from_args
+
+    settings = settings_from_args(args, model_dir=args.model_dir)
+    replies = load_replies(args.replies, ModelInfo.load(args.model_dir).labels)
+    store = ConversationStore(args.db, args.retention_days)
+    return run_server(lambda on_load_error: create_assistant_app(settings, replies, store, on_load_error=on_load_error),
+                      settings, access_log=args.access_log)
+
+
+def _review(args: argparse.Namespace) -> int:
+    import sys
+
+    from acceltune.assistant.review import export_for_review
+    from acceltune.assistant.store import ConversationStore
+
+    n = export_for_review(ConversationStore(args.db), args.output, overwrite=args.overwrite)
+    print(f"wrote {n} message(s) to {args.output}: fill in the label column, then "
+          f"'acceltune train --train {args.output}' (with your training data)", file=sys.stderr)
+    return 0

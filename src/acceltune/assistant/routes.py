@@ -1,0 +1,111 @@
+"""POST /v1/reply on the shared server: the message goes through the generic batcher, whose batch function
+classifies a batch of messages, applies the hand-off policy and stores the turns in one transaction.
+
+Everything else a route needs (API keys, limits, load shedding, metrics, drain) comes from create_app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager, suppress
+from functools import partial
+from typing import Callable, NamedTuple
+
+import orjson
+from fastapi import APIRouter, FastAPI, Request
+from starlette.responses import Response
+
+from acceltune import ModelInfo, UserError
+from acceltune.assistant.policy import decide
+from acceltune.assistant.replies import Replies
+from acceltune.assistant.schemas import ReplyResponse, context_values, request_model
+from acceltune.assistant.store import PURGE_EVERY_S, ConversationStore, Turn, utcnow
+from acceltune.serve import ErrorResponse, batcher_or_503, json_body, load_predictor, read_json, run_batch, start_batcher
+
+log = logging.getLogger("acceltune.assistant")
+
+BATCHER = "reply"
+PATH = "/v1/reply"
+ERRORS = {status: {"model": ErrorResponse} for status in (401, 413, 422, 429, 500, 503, 504)}
+
+
+class ReplyInput(NamedTuple):
+    message: str
+    conversation_id: str
+    context: dict[str, str]
+
+
+def reply_batch(predictor, replies: Replies, store: ConversationStore, inputs: list[ReplyInput]) -> list[dict]:
+    """The batch function: one answer per message, in order; the batch's turns stored in one transaction.
+    Runs on the batcher's one thread, so a conversation's turns are decided and stored in arrival order."""
+    predictions = predictor.predict([x.message for x in inputs])
+    streaks = store.streaks(x.conversation_id for x in inputs)
+    answers, turns = [], []
+    for x, prediction in zip(inputs, predictions):
+        d = decide(replies, prediction, streaks.get(x.conversation_id, 0))
+        streaks[x.conversation_id] = d.streak
+        reply = replies.render(d.template, x.context)
+        answers.append({"intent": d.intent, "confidence": d.confidence, "oos": d.oos, "reply": reply,
+                        "handoff": d.handoff, "reason": d.reason})
+        turns.append(Turn(x.conversation_id, x.message, x.context, prediction["label"], d.intent, d.confidence, d.oos,
+                          prediction.get("oos_score"), d.low_confidence, d.handoff, d.reason, reply, d.streak))
+    store.record(turns, utcnow())
+    return answers
+
+
+class AssistantRoutes:
+    """The assistant's API router over one model directory, its replies and its store."""
+
+    def __init__(self, model_dir, replies: Replies, store: ConversationStore, *,
+                 predictor_factory: Callable = load_predictor, purge_every_s: float = PURGE_EVERY_S):
+        info = ModelInfo.load(model_dir)  # cheap (acceltune.json): fail before binding the port
+        if info.text_pair:
+            raise UserError(f"{model_dir} classifies text pairs; the assistant needs a model of single messages")
+        self.replies, self.store = replies, store
+        self.predictor_factory = predictor_factory
+        self.purge_every_s = purge_every_s
+        self.request_model = request_model(replies.slots)
+        slots = ", ".join(replies.slots) or "none declared"
+        self.expected = (f'"message": text, "conversation_id": text (1-128 characters), optional "context": '
+                         f'{{slot: text}} with slots {slots}')
+        self.router = APIRouter(lifespan=self.lifespan)
+        self.router.add_api_route(PATH, self.reply, methods=["POST"], response_model=ReplyResponse, responses=ERRORS,
+                                  summary="Answer one customer message: intent, reply, and whether to hand off",
+                                  openapi_extra=json_body(self.request_model))
+
+    @asynccontextmanager
+    async def lifespan(self, app: FastAPI):
+        st = app.state.serve
+        start_batcher(st, BATCHER, partial(self._load, st.settings), paths=[PATH])
+        purging = asyncio.create_task(self._purge_periodically(), name="assistant-purge")
+        try:
+            yield
+        finally:
+            purging.cancel()
+            with suppress(asyncio.CancelledError):
+                await purging
+
+    def _load(self, settings):
+        predictor = self.predictor_factory(settings)
+        predictor.predict(["warm up"])  # one-off initialisation before the first real message
+        return partial(reply_batch, predictor, self.replies, self.store)
+
+    async def _purge_periodically(self) -> None:
+        while True:
+            try:
+                deleted = await asyncio.to_thread(self.store.purge)
+            except Exception:  # noqa: BLE001 - a failed purge is retried next time; serving goes on
+                log.exception("purging old conversations failed")
+            else:
+                if deleted:
+                    log.info("deleted %d turn(s) past retention", deleted)
+            await asyncio.sleep(self.purge_every_s)
+
+    async def reply(self, request: Request) -> Response:
+        batcher = batcher_or_503(request, BATCHER)
+        req = await read_json(request, self.request_model, expected=self.expected)
+        [answer] = await run_batch(request, batcher, [ReplyInput(req.message, req.conversation_id,
+                                                                  context_values(req.context))])
+        return Response(orjson.dumps(answer), media_type="application/json")
+
