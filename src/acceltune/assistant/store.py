@@ -94,7 +94,7 @@ class ConversationStore:
         with self.engine.connect() as c:
             rows = c.execute(sa.select(conversations.c.id, conversations.c.low_confidence_streak)
                              .where(conversations.c.id.in_(ids)))
-            return dict(rows.tuples())
+            return {cid: streak for cid, streak in rows}
 
     def record(self, batch: list[Turn], at: datetime) -> None:
         """Store a batch of turns in one transaction (in order), with their conversations' new state."""
