@@ -50,7 +50,7 @@ local reqs = {}
 local idx = 0
 init = function(args)
   local headers = {["Content-Type"] = "application/json"%(auth)s}
-  for i, b in ipairs(bodies) do reqs[i] = wrk.format("POST", "/v1/classify", headers, b) end
+  for i, b in ipairs(bodies) do reqs[i] = wrk.format("POST", "%(path)s", headers, b) end
   idx = math.random(#reqs)
 end
 request = function()
@@ -76,12 +76,18 @@ def load_messages(n: int = 3080) -> list[str]:
         return [row["text"] for row in csv.DictReader(f)][:n]
 
 
+def classify_body(chunk: list[str]) -> dict:
+    """/v1/classify's body for one request's messages."""
+    return {"inputs": chunk[0] if len(chunk) == 1 else chunk}
+
+
 def write_lua(path: Path, messages: list[str], per_request: int, out: Path, api_key: str | None,
-              delay_ms: float | None = None) -> None:
+              delay_ms: float | None = None, route: str = "/v1/classify", body_of=classify_body) -> None:
+    """``route`` and ``body_of`` (one request's messages -> its JSON body): what each request posts."""
     bodies = []
     for i in range(0, len(messages) - per_request + 1, per_request):
         chunk = messages[i:i + per_request]
-        body = json.dumps({"inputs": chunk[0] if per_request == 1 else chunk})
+        body = json.dumps(body_of(chunk))
         assert "]==]" not in body
         bodies.append(f"[==[{body}]==]")
         if len(bodies) >= 1000:
@@ -89,7 +95,7 @@ def write_lua(path: Path, messages: list[str], per_request: int, out: Path, api_
     auth = f', ["Authorization"] = "Bearer {api_key}"' if api_key else ""
     # wrk waits delay() ms after each response before a connection's next request: a paced load.
     delay = f"delay = function() return {delay_ms:.0f} end" if delay_ms else ""
-    path.write_text(LUA % {"bodies": ",\n".join(bodies), "auth": auth, "out": str(out), "delay": delay})
+    path.write_text(LUA % {"bodies": ",\n".join(bodies), "auth": auth, "out": str(out), "delay": delay, "path": route})
 
 
 def free_port() -> int:
@@ -122,11 +128,11 @@ def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 180.0) -> Non
     raise SystemExit("server not ready in time")
 
 
-def status_counts(port: int) -> dict[str, float]:
-    """acceltune_http_requests_total for /v1/classify, by status."""
+def status_counts(port: int, route: str = "/v1/classify") -> dict[str, float]:
+    """acceltune_http_requests_total for ``route``, by status."""
     text = get(port, "/metrics")[1].decode()
     out = {}
-    for m in re.finditer(r'^acceltune_http_requests_total\{path="/v1/classify",status="(\d+)"\} ([0-9.e+]+)$', text, re.M):
+    for m in re.finditer(r'^acceltune_http_requests_total\{path="%s",status="(\d+)"\} ([0-9.e+]+)$' % re.escape(route), text, re.M):
         out[m.group(1)] = float(m.group(2))
     return out
 
@@ -176,13 +182,14 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def scenario(name: str, server_cmd: list[str], port: int, messages: list[str], per_request: int, connections: int,
              duration: float, warmup: float, threads: int, api_key: str | None, acceltune: bool, probe: bool,
-             env: dict, workdir: Path, delay_ms: float | None = None) -> dict:
+             env: dict, workdir: Path, delay_ms: float | None = None, route: str = "/v1/classify",
+             body_of=classify_body) -> dict:
     proc = subprocess.Popen(server_cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(workdir / f"{name}.log", "w"),
                             start_new_session=True)
     try:
         wait_ready(port, proc)
         lua, out = workdir / f"{name}.lua", workdir / f"{name}.json"
-        write_lua(lua, messages, per_request, out, api_key, delay_ms)
+        write_lua(lua, messages, per_request, out, api_key, delay_ms, route, body_of)
         if warmup > 0:
             w = run_wrk(port, lua, connections, warmup, threads, out)
             if delay_ms:
@@ -190,12 +197,12 @@ def scenario(name: str, server_cmd: list[str], port: int, messages: list[str], p
                 # the measured run offers the target rate (connections / (delay + latency)).
                 target = connections * 1000.0 / delay_ms
                 delay_ms = max(1.0, delay_ms - w["mean_us"] / 1e3)
-                write_lua(lua, messages, per_request, out, api_key, delay_ms)
+                write_lua(lua, messages, per_request, out, api_key, delay_ms, route, body_of)
                 log_line = {"scenario": name, "calibration": {"warmup_rps": round(w["requests"] / (w["duration_us"] / 1e6), 1),
                             "warmup_mean_latency_ms": round(w["mean_us"] / 1e3, 1), "target_rps": round(target, 1),
                             "delay_ms": round(delay_ms, 1)}}
                 print(json.dumps(log_line), file=sys.stderr, flush=True)
-        before = status_counts(port) if acceltune else {}
+        before = status_counts(port, route) if acceltune else {}
         probes: list[Probe] = []
         if probe:  # several sequential clients: enough rejections for a p99 (one alone mostly waits on its accepted requests)
             probes = [Probe(port, json.dumps({"inputs": messages[i]}).encode(), api_key) for i in range(PROBES)]
@@ -206,7 +213,7 @@ def scenario(name: str, server_cmd: list[str], port: int, messages: list[str], p
             pr.stop.set()
         for pr in probes:
             pr.join(15)
-        after = status_counts(port) if acceltune else {}
+        after = status_counts(port, route) if acceltune else {}
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -55,6 +55,12 @@ turns = sa.Table(
 )
 
 
+# One statement for every conversation of a batch (executemany): built once, compiled once.
+_UPDATE_CONVERSATION = (conversations.update().where(conversations.c.id == sa.bindparam("cid")).values(
+    updated_at=sa.bindparam("at"), turns=conversations.c.turns + sa.bindparam("n"),
+    handoffs=conversations.c.handoffs + sa.bindparam("h"), low_confidence_streak=sa.bindparam("streak")))
+
+
 def utcnow() -> datetime:
     """Naive UTC: stored alike in SQLite (no time zones) and PostgreSQL."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
@@ -113,10 +119,9 @@ class ConversationStore:
                     "low_confidence_streak": t.streak} for cid, t in last.items() if cid not in known]
             if new:
                 c.execute(conversations.insert(), new)
-            for cid in known:
-                c.execute(conversations.update().where(conversations.c.id == cid).values(
-                    updated_at=at, turns=conversations.c.turns + count[cid],
-                    handoffs=conversations.c.handoffs + handoffs[cid], low_confidence_streak=last[cid].streak))
+            if known:
+                c.execute(_UPDATE_CONVERSATION, [{"cid": cid, "at": at, "n": count[cid], "h": handoffs[cid],
+                                                  "streak": last[cid].streak} for cid in known])
             c.execute(turns.insert(), [{
                 "conversation_id": t.conversation_id, "at": at, "message": t.message, "context": t.context,
                 "predicted": t.predicted, "intent": t.intent, "confidence": t.confidence, "oos": t.oos,
