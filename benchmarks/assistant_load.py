@@ -88,8 +88,8 @@ def main() -> int:
                 runs[name].append(result)
     summary: dict = {"summary": True, "connections": args.connections, "repeats": args.repeats}
     for name, results in runs.items():
-        summary[f"{name}_rps"] = statistics.median(r["ok_requests_per_s"] for r in results)
-        summary[f"{name}_p99_ms"] = statistics.median(r["latency_ms"]["p99"] for r in results)
+        summary[f"{name}_rps"] = round(statistics.median(r["ok_requests_per_s"] for r in results), 1)
+        summary[f"{name}_p99_ms"] = round(statistics.median(r["latency_ms"]["p99"] for r in results), 1)
         summary[f"{name}_non200"] = sum(v for r in results for k, v in r["status_counts"].items() if k != "200")
     summary["rps_ratio"] = round(summary["assistant_rps"] / summary["serve_rps"], 3)
     summary["p99_ratio"] = round(summary["assistant_p99_ms"] / summary["serve_p99_ms"], 3)

@@ -366,3 +366,14 @@ def test_the_review_file_is_what_acceltune_train_reads_once_labelled(models, rep
     splits = load_splits(data)
     assert splits.labels == ["card_arrival", "greeting"]
     assert sorted(splits.train["text"]) == messages
+
+
+def test_a_scaffolded_replies_file_covers_the_model_and_loads(tmp_path):
+    from acceltune.assistant.replies import scaffold
+
+    labels = ["card_arrival", "price_in_$", "reverted_card_payment?"]
+    path = tmp_path / "replies.yaml"
+    path.write_text(scaffold(labels))
+    replies = load_replies(path, labels)
+    assert set(replies.intents) == {*labels, "oos"}
+    assert replies.render(replies.intents["price_in_$"].template, {}) == "(the reply to price_in_$: edit this file)"

@@ -2,6 +2,7 @@
 
     acceltune assistant MODEL_DIR --replies replies.yaml [--db URL] [--retention-days N] [server flags]
     acceltune assistant review --db URL --output handoffs.csv [--overwrite]
+    acceltune assistant replies MODEL_DIR --output replies.yaml [--overwrite]   # a replies file to edit
 
 ``acceltune assistant MODEL_DIR`` is short for ``acceltune assistant serve MODEL_DIR``. The server flags
 (--host, --port, limits, --api-key-file, ...) are `acceltune serve`'s, generated from ServeSettings.
@@ -13,7 +14,6 @@ import argparse
 
 from acceltune.assistant.store import DEFAULT_DB, DEFAULT_RETENTION_DAYS
 
-COMMANDS = ("serve", "review")
 
 
 class _AnyFirstWord(dict):
@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     require("fastapi", "assistant")
     from acceltune.serve import add_server_arguments
 
-    sub = p.add_subparsers(dest="assistant_command", metavar="{MODEL_DIR,serve,review}", required=True,
+    sub = p.add_subparsers(dest="assistant_command", metavar="{MODEL_DIR,serve,review,replies}", required=True,
                            action=_ServeUnlessNamed)
     serve = sub.add_parser("serve", help="serve the assistant (the default: acceltune assistant MODEL_DIR ...)",
                            formatter_class=p.formatter_class)
@@ -57,6 +57,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     review.add_argument("--output", required=True, metavar="CSV",
                         help="the CSV to write (text,label,...: fill in label, then train on it)")
     review.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    replies = sub.add_parser("replies", help="write a replies file for a model's intents, to edit",
+                             formatter_class=p.formatter_class)
+    replies.add_argument("model_dir", metavar="MODEL_DIR", help="the intent model the assistant will serve")
+    replies.add_argument("--output", required=True, metavar="YAML", help="the replies file to write")
+    replies.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
 
 
 def _add_db(p: argparse.ArgumentParser) -> None:
@@ -65,7 +70,7 @@ def _add_db(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"serve": _serve, "review": _review}[args.assistant_command](args)
+    return {"serve": _serve, "review": _review, "replies": _replies}[args.assistant_command](args)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -91,4 +96,23 @@ def _review(args: argparse.Namespace) -> int:
     n = export_for_review(ConversationStore(args.db), args.output, overwrite=args.overwrite)
     print(f"wrote {n} message(s) to {args.output}: fill in the label column, then "
           f"'acceltune train --train {args.output}' (with your training data)", file=sys.stderr)
+    return 0
+
+
+def _replies(args: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
+    from acceltune import ModelInfo, UserError
+    from acceltune.assistant.replies import scaffold
+
+    labels = ModelInfo.load(args.model_dir).labels
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise UserError(f"--output {args.output} exists: pass --overwrite to replace it, or choose another file")
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(scaffold(labels), encoding="utf-8")
+    tmp.replace(out)
+    print(f"wrote {args.output} with {len(labels)} intent(s): write their replies, then "
+          f"'acceltune assistant {args.model_dir} --replies {args.output}'", file=sys.stderr)
     return 0

@@ -182,3 +182,19 @@ def _count(value, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise UserError(f"{where}: low_confidence_turns must be a whole number >= 1, got {value!r}")
     return value
+
+
+def scaffold(labels: Sequence[str]) -> str:
+    """A replies file for a model's labels, every setting at its default and a placeholder reply per intent to edit."""
+    import yaml
+
+    settings = {"threshold": DEFAULT_THRESHOLD, "low_confidence_turns": DEFAULT_LOW_CONFIDENCE_TURNS,
+                "out_of_scope_intent": DEFAULT_OUT_OF_SCOPE_INTENT, "fallback": DEFAULT_FALLBACK, "handoff": DEFAULT_HANDOFF,
+                "slots": {"name": "there"}}
+    intents = {str(label): f"(the reply to {str(label).replace('$', '$$')}: edit this file)" for label in labels}
+    if DEFAULT_OUT_OF_SCOPE_INTENT not in intents:
+        intents[DEFAULT_OUT_OF_SCOPE_INTENT] = DEFAULT_HANDOFF
+    header = ("# Replies for acceltune assistant (docs/assistant.md). Write each intent's reply; ${name} is filled from\n"
+              "# the request's context. Mark an intent {reply: ..., handoff: true} to always pass it to a person.\n")
+    return (header + yaml.safe_dump(settings, sort_keys=False, allow_unicode=True, width=1000)
+            + yaml.safe_dump({"intents": intents}, sort_keys=False, allow_unicode=True, width=1000))
