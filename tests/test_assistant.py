@@ -142,6 +142,38 @@ def test_an_out_of_scope_message_hands_off_with_the_out_of_scope_reply(models, r
     assert (r.json()["reply"], r.json()["handoff"]) == ("Passing you to a colleague, Bo.", True)
 
 
+def with_oos_rule(model_dir: Path, dest: Path, threshold: float) -> Path:
+    """A copy of ``model_dir`` with an out-of-scope rule (energy score, out of scope above ``threshold``)."""
+    import shutil
+
+    rule_module = pytest.importorskip("acceltune.oos.rule", reason="no out-of-scope rule in this acceltune")
+    from acceltune import ModelInfo
+
+    d = Path(shutil.copytree(model_dir, dest))
+    rule = rule_module.OOSRule(score="energy", threshold=threshold, goal="in_scope_recall=0.95", label="oos",
+                               label_index=None, num_labels=len(LABELS))
+    rule.save(d)
+    info = ModelInfo.load(d)
+    info.oos = rule.to_json()
+    info.save(d)
+    return d
+
+
+def test_the_models_out_of_scope_rule_hands_off_a_confident_message(models, replies_file, tmp_path):
+    store = ConversationStore(f"sqlite:///{tmp_path / 'a.db'}")
+    # The confident model (card_arrival at 0.9) with a rule that finds every message out of scope, then none.
+    everything = with_oos_rule(models["confident"], tmp_path / "everything", threshold=-1e9)
+    [r] = talk(assistant_app(everything, replies_file, store), say("what is the weather on Mars", "mars"))
+    assert r.json() == {"intent": "oos", "confidence": pytest.approx(0.9, abs=1e-5), "oos": True,
+                        "reply": "I cannot help with that; a colleague will.", "handoff": True, "reason": "out_of_scope"}
+    nothing = with_oos_rule(models["confident"], tmp_path / "nothing", threshold=1e9)
+    [r] = talk(assistant_app(nothing, replies_file, store), say("where is my card", "card"))
+    assert (r.json()["intent"], r.json()["oos"], r.json()["handoff"]) == ("card_arrival", False, False)
+    [mars], [card] = store.conversation("mars"), store.conversation("card")
+    assert (mars.predicted, mars.intent, mars.oos) == ("card_arrival", "oos", True)
+    assert mars.oos_score == pytest.approx(card.oos_score) and isinstance(mars.oos_score, float)  # the rule's score, stored
+
+
 def test_an_intent_marked_handoff_hands_off_with_its_own_reply(models, replies_file, tmp_path):
     store = ConversationStore(f"sqlite:///{tmp_path / 'a.db'}")
     [r] = talk(assistant_app(models["human"], replies_file, store), say("let me talk to someone"))
