@@ -20,6 +20,8 @@ from typing import Annotated
 import numpy as np
 import orjson
 from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 from starlette.responses import FileResponse, Response
 
 from acceltune.monitor import schemas
@@ -60,6 +62,18 @@ def _alert_out(a: dict) -> dict:
     return dict(a, start=format_ms(a["start_ms"]), created_at=format_ms(a.pop("created_at_ms")))
 
 
+class SharedPathRoute(APIRoute):
+    """A route whose path has other routes (GET and POST /v1/items): a 405 names every method of the path in
+    Allow, not only this route's (Starlette answers for the first route whose path matches)."""
+
+    allow: str = ""
+
+    async def handle(self, scope, receive, send) -> None:
+        if scope["method"] not in self.methods:
+            raise HTTPException(405, headers={"Allow": self.allow})
+        await super().handle(scope, receive, send)
+
+
 class MonitorRoutes:
     """The router over one store and one model directory; its batcher is called ``name``."""
 
@@ -73,17 +87,21 @@ class MonitorRoutes:
         r = self.router = APIRouter(lifespan=self.lifespan)
         r.add_api_route("/v1/items", self.post_items, methods=["POST"], response_model=schemas.IngestResponse,
                         summary="Score and store a batch of items (idempotent by id)", responses=POST_ERRORS,
-                        openapi_extra=json_body(schemas.ItemsRequest))
+                        openapi_extra=json_body(schemas.ItemsRequest), route_class_override=SharedPathRoute)
         r.add_api_route("/v1/index", self.get_index, methods=["GET"], response_model=schemas.IndexResponse,
                         summary="An entity's sentiment index per bucket of a window", responses=GET_ERRORS)
         r.add_api_route("/v1/items", self.get_items, methods=["GET"], response_model=schemas.ItemsResponse,
-                        summary="The latest items with their labels and scores", responses=GET_ERRORS)
+                        summary="The latest items with their labels and scores", responses=GET_ERRORS,
+                        route_class_override=SharedPathRoute)
         r.add_api_route("/v1/alerts", self.get_alerts, methods=["GET"], response_model=schemas.AlertsResponse,
                         summary="The latest alerts", responses=GET_ERRORS)
         r.add_api_route("/v1/entities", self.get_entities, methods=["GET"], response_model=schemas.EntitiesResponse,
                         summary="Entities by item count", responses=GET_ERRORS)
         r.add_api_route("/", self.dashboard, methods=["GET"], include_in_schema=False)
         r.add_api_route("/static/{name}", self.static, methods=["GET"], include_in_schema=False)
+        shared = [route for route in r.routes if isinstance(route, SharedPathRoute)]
+        for route in shared:
+            route.allow = ", ".join(sorted({m for other in shared if other.path == route.path for m in other.methods}))
 
     # ------------------------------------------------------------------------------------ lifecycle
 
