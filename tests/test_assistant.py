@@ -371,6 +371,8 @@ def test_review_exports_exactly_the_handed_off_and_low_confidence_messages(model
     with pytest.raises(UserError, match="exists: pass --overwrite"):
         export_for_review(store, out)
     assert export_for_review(store, out, overwrite=True) == 4
+    with pytest.raises(UserError, match="no such database file"):  # a mistyped --db is not an empty review
+        ConversationStore(f"sqlite:///{tmp_path / 'typo.db'}", existing=True)
 
 
 def test_the_review_file_is_what_acceltune_train_reads_once_labelled(models, replies_file, tmp_path):

@@ -93,7 +93,7 @@ def _review(args: argparse.Namespace) -> int:
     from acceltune.assistant.review import export_for_review
     from acceltune.assistant.store import ConversationStore
 
-    n = export_for_review(ConversationStore(args.db), args.output, overwrite=args.overwrite)
+    n = export_for_review(ConversationStore(args.db, existing=True), args.output, overwrite=args.overwrite)
     print(f"wrote {n} message(s) to {args.output}: fill in the label column, then "
           f"'acceltune train --train {args.output}' (with your training data)", file=sys.stderr)
     return 0

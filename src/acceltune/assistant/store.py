@@ -61,6 +61,13 @@ _UPDATE_CONVERSATION = (conversations.update().where(conversations.c.id == sa.bi
     handoffs=conversations.c.handoffs + sa.bindparam("h"), low_confidence_streak=sa.bindparam("streak")))
 
 
+def _sqlite_file_must_exist(url: str) -> None:
+    parsed = sa.engine.make_url(url) if "://" in url else None
+    if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        if not Path(parsed.database).expanduser().is_file():
+            raise UserError(f"--db {url}: no such database file; pass the --db the assistant ran with")
+
+
 def utcnow() -> datetime:
     """Naive UTC: stored alike in SQLite (no time zones) and PostgreSQL."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
@@ -87,10 +94,13 @@ class Turn:
 class ConversationStore:
     """The assistant's tables in one database, upgraded to this acceltune's schema on open."""
 
-    def __init__(self, url: str = DEFAULT_DB, retention_days: float = DEFAULT_RETENTION_DAYS):
+    def __init__(self, url: str = DEFAULT_DB, retention_days: float = DEFAULT_RETENTION_DAYS, *, existing: bool = False):
+        """``existing``: refuse a SQLite file that is not there (reading, a typo would give an empty database)."""
         if not retention_days > 0:
             raise UserError(f"--retention-days must be > 0, got {retention_days:g}")
         self.retention = timedelta(days=retention_days)
+        if existing:
+            _sqlite_file_must_exist(url)
         self.engine = engine_for(url)
         upgrade(self.engine, MIGRATIONS, VERSION_TABLE)
 
