@@ -24,7 +24,7 @@ def test_schemathesis_finds_no_disagreement_between_schema_and_assistant(tmp_pat
     replies.write_text(REPLIES)
     args = ["assistant", model, "--replies", replies, "--db", f"sqlite:///{tmp_path / 'a.db'}", "--backend", "torch"]
     with running_server(args, tmp_path / "server.log") as base:
-        r = subprocess.run([st, "run", f"{base}/openapi.json", "--checks", "all", "--max-examples", "100",
+        r = subprocess.run([st, "run", f"{base}/openapi.json", "--checks", "all", "--max-examples", "50",
                             "--workers", "1", "--seed", "1", "--no-color"],
                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
