@@ -94,8 +94,9 @@ def _review(args: argparse.Namespace) -> int:
     from acceltune.assistant.store import ConversationStore
 
     n = export_for_review(ConversationStore(args.db, existing=True), args.output, overwrite=args.overwrite)
-    print(f"wrote {n} message(s) to {args.output}: fill in the label column, then "
-          f"'acceltune train --train {args.output}' (with your training data)", file=sys.stderr)
+    print(f"wrote {n} message(s) to {args.output}: fill in the label column, then add the rows to your training "
+          f"data and train again ('acceltune train' reads this file as it is: text and label, other columns ignored)",
+          file=sys.stderr)
     return 0
 
 
