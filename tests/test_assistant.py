@@ -131,6 +131,20 @@ def test_a_low_confidence_streak_hands_off_per_conversation_and_survives_a_resta
     assert (last["handoff"], last["reason"]) == (False, "low_confidence")
 
 
+def test_turns_of_one_conversation_in_one_batch_are_decided_in_order(models, replies_file, database_url):
+    from acceltune.assistant.routes import ReplyInput, reply_batch
+
+    store = ConversationStore(database_url)
+    predictor = Predictor(models["unsure"], backend="torch", device="cpu")
+    batch = [ReplyInput("eh", "a", {}), ReplyInput("eh", "b", {}), ReplyInput("eh?", "a", {"name": "Ann"})]
+    answers = reply_batch(predictor, load_replies(replies_file, LABELS), store, batch)
+    assert [(a["handoff"], a["reason"]) for a in answers] == [
+        (False, "low_confidence"), (False, "low_confidence"), (True, "low_confidence_streak")]
+    assert answers[2]["reply"] == "Passing you to a colleague, Ann."
+    assert [(t.message, t.handoff) for t in store.conversation("a")] == [("eh", False), ("eh?", True)]
+    assert store.streaks(["a", "b"]) == {"a": 0, "b": 1}
+
+
 def test_an_out_of_scope_message_hands_off_with_the_out_of_scope_reply(models, replies_file, tmp_path):
     store = ConversationStore(f"sqlite:///{tmp_path / 'a.db'}")
     [r] = talk(assistant_app(models["oos"], replies_file, store), say("what is the weather on Mars"))
