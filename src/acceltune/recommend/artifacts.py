@@ -95,6 +95,16 @@ def save(model_dir: Path, model, catalogue: Catalogue, *, text_encoder: str, set
     _atomic(model_dir / ARRAYS_FILE, arrays)
 
 
+def load_meta(model_dir: str | Path) -> dict:
+    """recommender.json of a trained model directory (a UserError if it is none)."""
+    model_dir = Path(model_dir)
+    missing = [f for f in (RECOMMENDER_FILE, CATALOGUE_FILE, ARRAYS_FILE, WEIGHTS_FILE) if not (model_dir / f).is_file()]
+    if missing:
+        raise UserError(f"{model_dir} is not a recommender model directory (no {', '.join(missing)}): "
+                        "pass the --output-dir of 'acceltune recommend train'")
+    return json.loads((model_dir / RECOMMENDER_FILE).read_text())
+
+
 def load(model_dir: str | Path):
     """(SequenceRecommender in eval mode, Catalogue, recommender.json's dict) of a trained model directory."""
     from safetensors.torch import load_file
@@ -102,11 +112,7 @@ def load(model_dir: str | Path):
     from acceltune.recommend.model import RecommenderConfig, SequenceRecommender
 
     model_dir = Path(model_dir)
-    missing = [f for f in (RECOMMENDER_FILE, CATALOGUE_FILE, ARRAYS_FILE, WEIGHTS_FILE) if not (model_dir / f).is_file()]
-    if missing:
-        raise UserError(f"{model_dir} is not a recommender model directory (no {', '.join(missing)}): "
-                        "pass the --output-dir of 'acceltune recommend train'")
-    meta = json.loads((model_dir / RECOMMENDER_FILE).read_text())
+    meta = load_meta(model_dir)
     ids = json.loads((model_dir / CATALOGUE_FILE).read_text())
     with np.load(model_dir / ARRAYS_FILE) as a:
         catalogue = Catalogue(ids["items"], a["popularity"], a["recent"], a["added"], ids["users"], a["offsets"], a["history"])

@@ -29,31 +29,34 @@ from acceltune.recommend.model import (ITEM_OFFSET, MASK_ID, SPECIAL_TOKENS, Rec
 SELECTION_METRIC = "ndcg@10"
 
 
+def _f(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class RecommendSettings:
     """What `acceltune recommend train` adds to the core's TrainConfig (data columns, the model's shape)."""
 
-    items: str | None = None
-    user_column: str | None = None
-    item_column: str | None = None
-    timestamp_column: str | None = None
-    rating_column: str | None = None
-    min_rating: float | None = None
-    item_id_column: str | None = None
-    item_text_columns: list[str] | None = None
-    hidden: int = 64
-    blocks: int = 2
-    heads: int = 2
-    max_len: int = 200
-    dropout: float = 0.2
-    id_dropout: float = 0.1
-    objective: str = "causal"
-    negatives: int = 0
-    mask_probability: float = 0.2
-    masked_copies: int = 10
-    max_validation_users: int = 10_000
-    text: bool = True
-    """Use the items' text (False: id-only, even with an items file)."""
+    items: str | None = _f(None, "items file (CSV/TSV/Parquet): an id column and text fields (title, genres, description, ...)")
+    user_column: str | None = _f(None, "user column of --interactions (default: detected: user_id, userId, user, ...)")
+    item_column: str | None = _f(None, "item column of --interactions (default: detected: item_id, movieId, item, ...)")
+    timestamp_column: str | None = _f(None, "timestamp column, numeric (default: detected: timestamp, time, ts, ...)")
+    rating_column: str | None = _f(None, "rating column for --min-rating (default: detected: rating, score, stars)")
+    min_rating: float | None = _f(None, "keep only interactions rated at least this (default: keep all)")
+    item_id_column: str | None = _f(None, "id column of --items (default: detected: item_id, id, movieId, ...)")
+    item_text_columns: list[str] | None = _f(None, "text columns of --items (default: every column but the id)")
+    hidden: int = _f(64, "width of item vectors and of the transformer")
+    blocks: int = _f(2, "transformer blocks")
+    heads: int = _f(2, "attention heads per block")
+    max_len: int = _f(200, "most recent items of a history the model reads")
+    dropout: float = _f(0.2, "dropout on embeddings, attention output and feed-forward")
+    id_dropout: float = _f(0.1, "with item text: share of items whose id embedding is dropped per step, so text alone learns to score (cold start)")
+    objective: str = _f("causal", "causal (SASRec: next item at every position) or masked (BERT4Rec: hidden items from both sides)")
+    negatives: int = _f(0, "0: full softmax over every item; N: sampled softmax over the target and N uniform negatives (huge catalogues; causal only)")
+    mask_probability: float = _f(0.2, "masked objective: share of items hidden per training copy")
+    masked_copies: int = _f(10, "masked objective: masked copies of each training sequence (BERT4Rec's dupe factor)")
+    max_validation_users: int = _f(10_000, "validate during training on at most this many users (sampled); test uses all")
+    text: bool = _f(True, "use the items' text (--no-text: id-only, even with --items)")
 
     def __post_init__(self):
         self.model_config(1)  # validates the model's shape
@@ -228,16 +231,14 @@ class SequentialRecommendation(Task):
         return ranking_metrics(logits, labels)
 
     def model_info(self, splits, max_length: int, version: str):
-        from acceltune.modeldir import ModelInfo
+        from acceltune import ModelInfo
 
         return ModelInfo(labels=[], max_length=self.settings.max_len, version=version, format="recommender")
 
     def save_model(self, model_dir: Path, model: nn.Module, tokenizer, info, config) -> None:
-        from acceltune.modeldir import TRAINING_CONFIG_FILE
-
+        """The recommender's files (artifacts) and acceltune.json; the loop keeps training_config.yaml beside them."""
         artifacts.save(model_dir, model, model.catalogue, text_encoder=config.model.model, settings=asdict(self.settings))
         info.save(model_dir)
-        config.save(model_dir / TRAINING_CONFIG_FILE)
 
     def write_report(self, output_dir: Path, metrics: dict, history: list[dict], splits, split: str, title: str) -> None:
         from acceltune.recommend.report import write_recommend_report

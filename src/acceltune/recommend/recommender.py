@@ -1,0 +1,116 @@
+"""Recommendations from a trained model directory: a batch of histories in, top-k items with scores out.
+
+Item vectors are computed once at load (and again after add-items), so a request costs one pass of the
+sequence encoder over its history and one product with the item matrix. A request without a usable history
+(an unknown user with no events, or only unknown items) gets popular-and-fresh items: the items most
+interacted with in the most recent tenth of the training interactions, then the items added after
+training (newest first), flagged in the answer as ``"strategy": "popular_and_fresh"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from acceltune.recommend import artifacts
+from acceltune.recommend.model import ITEM_OFFSET, MASK_ID
+
+SEQUENCE = "sequence"
+POPULAR_AND_FRESH = "popular_and_fresh"
+
+
+@dataclass
+class Query:
+    history: list[str]
+    k: int = 10
+    exclude_seen: bool = True
+    exclude: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Answer:
+    items: list[str]
+    scores: list[float]
+    strategy: str
+    unknown_items: list[str]
+
+
+class Recommender:
+    def __init__(self, model_dir: str | Path):
+        self.model_dir = Path(model_dir)
+        self.model, self.catalogue, self.meta = artifacts.load(self.model_dir)
+        self.refresh_items()
+
+    def refresh_items(self) -> None:
+        with torch.inference_mode():
+            self.items = self.model.item_vectors().float()
+        fresh = np.flatnonzero(self.catalogue.added >= 0)
+        fresh = fresh[np.argsort(-self.catalogue.added[fresh], kind="stable")]
+        popular = np.lexsort((np.arange(len(self.catalogue.items)), -self.catalogue.popularity, -self.catalogue.recent))
+        popular = popular[self.catalogue.added[popular] < 0]
+        self.fallback_order = np.concatenate([popular, fresh])
+
+    @property
+    def num_items(self) -> int:
+        return len(self.catalogue.items)
+
+    def known(self, history: list[str]) -> tuple[list[int], list[str]]:
+        index = self.catalogue.item_index
+        return [index[i] for i in history if i in index], [i for i in history if i not in index]
+
+    def recommend(self, queries: list[Query]) -> list[Answer]:
+        """One Answer per query, in order (one encoder pass for all queries with a usable history)."""
+        resolved = [self.known(q.history) for q in queries]
+        with_history = [i for i, (idx, _) in enumerate(resolved) if idx]
+        scores = self.score([resolved[i][0] for i in with_history]) if with_history else None
+        answers = []
+        for i, q in enumerate(queries):
+            idx, unknown = resolved[i]
+            banned = {self.catalogue.item_index[e] for e in q.exclude if e in self.catalogue.item_index}
+            if q.exclude_seen:
+                banned.update(idx)
+            if idx:
+                row = scores[with_history.index(i)]
+                answers.append(self._top(row, q.k, banned, unknown))
+            else:
+                answers.append(self._fallback(q.k, banned, unknown))
+        return answers
+
+    def score(self, histories: list[list[int]]) -> np.ndarray:
+        """(len(histories), items) next-item scores, nothing excluded."""
+        suffix = [MASK_ID] if self.model.config.objective == "masked" else []
+        window = self.model.config.max_len - len(suffix)
+        rows = [[i + ITEM_OFFSET for i in h[-window:]] + suffix for h in histories]
+        width = max(len(r) for r in rows)
+        ids = torch.zeros((len(rows), width), dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, tokens in enumerate(rows):
+            ids[r, :len(tokens)] = torch.tensor(tokens)
+            mask[r, :len(tokens)] = 1
+        with torch.inference_mode():
+            return self.model.recommend(ids, mask, self.items, exclude_history=False).numpy()
+
+    def _top(self, row: np.ndarray, k: int, banned: set[int], unknown: list[str]) -> Answer:
+        row = row.copy()
+        if banned:
+            row[list(banned)] = -np.inf
+        k = min(k, self.num_items - len(banned))
+        if k <= 0:
+            return Answer([], [], SEQUENCE, unknown)
+        top = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
+        top = top[np.lexsort((top, -row[top]))][:k]
+        return Answer([self.catalogue.items[j] for j in top], [float(row[j]) for j in top], SEQUENCE, unknown)
+
+    def _fallback(self, k: int, banned: set[int], unknown: list[str]) -> Answer:
+        order = [j for j in self.fallback_order if j not in banned][:k]
+        total = max(float(self.catalogue.recent.sum()), 1.0)
+        return Answer([self.catalogue.items[j] for j in order], [float(self.catalogue.recent[j]) / total for j in order],
+                      POPULAR_AND_FRESH, unknown)
+
+    def user_history(self, user_id: str) -> list[str]:
+        """What training knew of ``user_id`` (empty for an unknown user)."""
+        h = self.catalogue.user_history(user_id)
+        return [] if h is None else [self.catalogue.items[j] for j in h]

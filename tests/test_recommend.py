@@ -1,0 +1,187 @@
+"""The sequential recommender (acceltune.recommend): data and split, full-ranking metrics by hand, a model that
+learns a planted pattern popularity cannot see, exact resume through the core loop, cold items after add-items,
+bad input as one line and exit 2."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from acceltune import DataArgs, ModelArgs, TrainArgs, TrainConfig, train
+from acceltune.recommend.additems import add_items
+from acceltune.recommend.data import InteractionColumns, leave_one_out, read_interactions
+from acceltune.recommend.metrics import EXCLUDED, exclude, ranking_metrics, target_ranks
+from acceltune.recommend.model import MAX_INPUT_TOKENS
+from acceltune.recommend.recommender import Query, Recommender
+from acceltune.recommend.task import RecommendSettings, SequentialRecommendation
+from acceltune.training.loop import TrainingInterrupted
+from helpers import run_cli
+from test_task import interrupting
+
+NUM_ITEMS = 60
+
+
+def write_planted(tmp: Path, users: int = 200, seed: int = 0) -> tuple[Path, Path]:
+    """Each user walks the item cycle i0 -> i1 -> ... -> i59 -> i0 from a random start: the next item is always
+    the successor, which a sequence model learns and item popularity (uniform) cannot."""
+    rng = random.Random(seed)
+    inter, items = tmp / "interactions.csv", tmp / "items.csv"
+    with open(inter, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["user_id", "item_id", "timestamp"])
+        for u in range(users):
+            start, n = rng.randrange(NUM_ITEMS), rng.randint(5, 15)
+            for t in range(n):
+                w.writerow([f"u{u}", f"i{(start + t) % NUM_ITEMS}", 1000 + t])
+    with open(items, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["item_id", "title"])
+        for i in range(NUM_ITEMS):
+            w.writerow([f"i{i}", f"{['red', 'green', 'blue', 'gold', 'grey'][i % 5]} {['lamp', 'chair', 'table'][i % 3]} {i}"])
+    return inter, items
+
+
+def recommend_config(inter: Path, out: Path, **train_kw) -> TrainConfig:
+    kw = dict(output_dir=str(out), batch_size=32, learning_rate=5e-3, epochs=8, warmup_ratio=0.0, weight_decay=0.0,
+              label_smoothing=0.0, seed=1, precision="fp32")
+    kw.update(train_kw)
+    return TrainConfig(data=DataArgs(train=str(inter)),
+                       model=ModelArgs(model="minilm", max_length=MAX_INPUT_TOKENS, freeze_embeddings=False),
+                       train=TrainArgs(**kw))
+
+
+def small_settings(**kw) -> RecommendSettings:
+    return RecommendSettings(**{"hidden": 32, "blocks": 1, "heads": 1, "max_len": 20, "dropout": 0.1, **kw})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, dict, Path]:
+    tmp = tmp_path_factory.mktemp("recommend")
+    inter, items = write_planted(tmp)
+    result = train(recommend_config(inter, tmp / "model"), task=SequentialRecommendation(small_settings(items=str(items))),
+                   quiet=True)
+    return tmp / "model", result.metrics, tmp
+
+
+def test_leave_one_out_holds_out_the_last_two_and_keeps_short_users_for_training(tmp_path):
+    path = tmp_path / "i.csv"
+    # u1's events are out of order in the file; u2 has two (training only); a duplicate event counts once.
+    path.write_text("user,item,ts\nu1,c,30\nu1,a,10\nu1,b,20\nu1,d,40\nu2,a,5\nu2,b,6\nu1,d,40\n")
+    data = read_interactions(path, InteractionColumns())
+    assert data.users == ["u1", "u2"]
+    assert [data.catalogue.ids[i] for i in data.sequences[0]] == ["a", "b", "c", "d"]
+    assert any("1 duplicate" in n for n in data.notes)
+    split = leave_one_out(data.sequences)
+    ids = data.catalogue.ids
+    assert split.short_users == 1 and split.eval_users.tolist() == [0]
+    assert [ids[i] for i in split.train[0]] == ["a", "b"] and [ids[i] for i in split.train[1]] == ["a", "b"]
+    assert ids[split.validation_targets[0]] == "c" and ids[split.test_targets[0]] == "d"
+    assert [ids[i] for i in split.history(0, "test")] == ["a", "b", "c"]
+
+
+def test_full_ranking_metrics_match_a_hand_computation():
+    scores = np.array([[0.9, 0.1, 0.5, 0.3, 0.7],   # history {0}: 0 excluded; target 3 -> behind 4, 2: rank 2
+                       [0.2, 0.2, 0.2, 0.9, 0.1],   # target 2 ties 0 and 1: ties by index -> rank 3 (after 3, 0, 1)
+                       [0.1, 0.8, 0.3, 0.2, 0.4]])  # history {1}; target 4 -> rank 0
+    exclude(scores, [np.array([0]), np.array([], dtype=int), np.array([1])])
+    assert scores[0, 0] == EXCLUDED
+    targets = np.array([3, 2, 4])
+    assert target_ranks(scores, targets).tolist() == [2, 3, 0]
+    m = ranking_metrics(scores, targets)
+    assert m["hr@10"] == 1.0
+    assert m["ndcg@10"] == pytest.approx((1 / np.log2(4) + 1 / np.log2(5) + 1) / 3)
+    assert m["mrr"] == pytest.approx((1 / 3 + 1 / 4 + 1) / 3)
+    # Top 10 of 5 items covers all 5 (excluded ones still fill the list when nothing else is left).
+    assert m["coverage@10"] == 1.0 and m["users"] == 3
+
+
+def test_the_model_learns_the_planted_pattern_that_popularity_cannot(trained):
+    model_dir, metrics, _ = trained
+    test, pop = metrics["test"], metrics["baselines"]["most_popular"]
+    assert test["users"] == 200
+    assert test["ndcg@10"] > 0.6 and test["ndcg@10"] > 2 * pop["ndcg@10"], (test, pop)
+    assert {"hr@10", "ndcg@10", "recall@20", "mrr", "coverage@10"} <= set(test)
+    report = (model_dir / "report.md").read_text()
+    assert "most-popular" in report and "item-knn" in report and (model_dir / "comparison.png").is_file()
+    # Served: the successor of the history's last item comes first.
+    r = Recommender(model_dir)
+    [answer] = r.recommend([Query(history=["i7", "i8", "i9"], k=3)])
+    assert answer.strategy == "sequence" and answer.items[0] == "i10", answer
+
+
+def test_unknown_users_get_popular_and_fresh_items_and_unknown_history_items_are_reported(trained):
+    r = Recommender(trained[0])
+    cold, mixed = r.recommend([Query(history=[], k=5), Query(history=["i3", "nope"], k=5, exclude=["i4"])])
+    assert cold.strategy == "popular_and_fresh" and len(cold.items) == 5
+    assert mixed.strategy == "sequence" and mixed.unknown_items == ["nope"] and "i4" not in mixed.items
+
+
+def test_a_cold_item_is_recommendable_after_add_items(trained):
+    model_dir, _, tmp = trained
+    new = tmp / "new.csv"
+    # The cold item carries the text of i20 (the successor of i19) under a new id; i20 itself is excluded.
+    new.write_text("item_id,title\nfresh1,red lamp 20\ni5,red lamp 5\n")
+    assert add_items(model_dir, str(new)) == (1, 1)  # i5 is there already: skipped
+    assert add_items(model_dir, str(new)) == (0, 2)  # the same file again changes nothing
+    rec = Recommender(model_dir)
+    assert rec.num_items == NUM_ITEMS + 1
+    [answer] = rec.recommend([Query(history=["i17", "i18", "i19"], k=10, exclude=["i20"])])
+    assert "fresh1" in answer.items, answer
+    # Fresh items follow the popular ones for users without history.
+    [cold] = rec.recommend([Query(history=[], k=NUM_ITEMS + 1)])
+    assert cold.items[-1] == "fresh1"
+
+
+def test_resume_is_exact(tmp_path):
+    inter, _ = write_planted(tmp_path, users=60)
+    kw = dict(max_steps=6, save_every=2, eval_every=3, batch_size=8)
+    settings = small_settings()
+    full = train(recommend_config(inter, tmp_path / "full", **kw), task=SequentialRecommendation(settings), quiet=True)
+    with pytest.raises(TrainingInterrupted):
+        train(recommend_config(inter, tmp_path / "part", **kw), task=interrupting(SequentialRecommendation, 3)(settings),
+              quiet=True)
+    resumed = train(recommend_config(inter, tmp_path / "part", resume=True, **kw), task=SequentialRecommendation(settings),
+                    quiet=True)
+    a = load_file(tmp_path / "full" / "checkpoints" / "step-00000006" / "model.safetensors")
+    b = load_file(tmp_path / "part" / "checkpoints" / "step-00000006" / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    assert resumed.metrics["test"] == full.metrics["test"]
+
+
+BAD_INPUT = [
+    ("user_id,item_id\nu1,a\n", None, "no timestamp column"),
+    ("user_id,item_id,timestamp\nu1,a,1\nu1,b,yesterday\n", None,
+     "non-numeric timestamp(s) in column 'timestamp' (first at data row 2"),
+    ("user_id,item_id,timestamp\nu1,a,1\nu1,b,2\nu1,zz,3\nu1,yy,4\n", "item_id,title\na,A\nb,B\n",
+     "2 interacted item(s) missing from the items file (yy, zz)"),
+    ("user_id,item_id,timestamp\nu1,a,1\n", "item_id,title\na,A\na,again\n", "1 duplicate item id(s)"),
+    ("user_id,item_id,timestamp\nu1,a,1\nu2,b,2\n", None, "no user has 3 or more interactions"),
+]
+
+
+@pytest.mark.parametrize("interactions, items, message", BAD_INPUT)
+def test_bad_input_names_the_problem(tmp_path, interactions, items, message):
+    from acceltune.errors import UserError
+
+    (tmp_path / "i.csv").write_text(interactions)
+    if items:
+        (tmp_path / "items.csv").write_text(items)
+    task = SequentialRecommendation(RecommendSettings(items=str(tmp_path / "items.csv") if items else None))
+    with pytest.raises(UserError) as e:
+        task.load_splits(DataArgs(train=str(tmp_path / "i.csv")), seed=0)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bad_input_on_the_command_line_is_one_line_and_exit_2(tmp_path):
+    interactions, _, message = BAD_INPUT[1]
+    (tmp_path / "i.csv").write_text(interactions)
+    r = run_cli("recommend", "train", "--interactions", tmp_path / "i.csv", "--output-dir", tmp_path / "out")
+    assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "out").exists()
