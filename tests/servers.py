@@ -1,6 +1,7 @@
 """A real `acceltune` server process for tests that talk to it over HTTP (schemathesis, a browser):
 ``running_server(["assistant", MODEL_DIR, "--replies", ...], log)`` starts ``python -m acceltune ...`` on a
-free port, waits (bounded) for /readyz, yields its base URL and stops it with SIGTERM."""
+free port, waits (bounded) for /readyz, yields its base URL, stops it with SIGTERM and checks it exited 0
+(drained)."""
 
 from __future__ import annotations
 
@@ -41,4 +42,6 @@ def running_server(args: Sequence[str], log: Path, *, ready_within_s: float = 60
             yield base
         finally:
             proc.terminate()
-            proc.wait(30)
+            rc = proc.wait(30)
+        # After the body (not when it failed): SIGTERM drains the server and it exits 0.
+        assert rc == 0, f"exit code {rc} after SIGTERM: " + log.read_text()[-3000:]
