@@ -26,8 +26,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from acceltune.cli import HelpFormatter
-
+    HelpFormatter = p.formatter_class  # the one `acceltune` gives every command (shows defaults)
     sub = p.add_subparsers(dest="monitor_command", metavar="SUBCOMMAND", required=True)
     ingest = sub.add_parser("ingest", formatter_class=HelpFormatter,
                             help="score items from a file or stdin into the database (idempotent, resumable)")
