@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from acceltune.assistant.store import DEFAULT_DB, DEFAULT_RETENTION_DAYS
+from acceltune.assistant.store import DEFAULT_DB, DEFAULT_RETENTION_DAYS, PURGE_EVERY_S
 
 
 
@@ -49,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help="reply templates per intent and the hand-off policy (docs/assistant.md)")
     _add_db(serve)
     serve.add_argument("--retention-days", type=float, default=DEFAULT_RETENTION_DAYS,
-                       help="delete conversations older than this (at start, then hourly)")
+                       help=f"delete conversations older than this (at start, then every {PURGE_EVERY_S / 3600:g} h)")
     add_server_arguments(serve)
     review = sub.add_parser("review", help="export handed-off and low-confidence messages for labelling",
                             formatter_class=p.formatter_class)
