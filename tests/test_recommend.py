@@ -185,3 +185,44 @@ def test_bad_input_on_the_command_line_is_one_line_and_exit_2(tmp_path):
     r = run_cli("recommend", "train", "--interactions", tmp_path / "i.csv", "--output-dir", tmp_path / "out")
     assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_posted_event_is_stored_and_changes_the_next_recommendation(trained, database_url):
+    import asyncio
+
+    from acceltune.recommend.routes import RecommendRoutes
+    from acceltune.serve import ServeSettings, create_app
+    from test_serve_routers import serving
+
+    model_dir = trained[0]
+    app = create_app(ServeSettings(model_dir=model_dir), routers=[RecommendRoutes(model_dir, database_url).router])
+
+    async def main():
+        async with serving(app) as c:
+            out = {"cold": await c.post("/v1/recommend", json={"user_id": "newcomer", "k": 3})}
+            out["event"] = await c.post("/v1/events", json={"user_id": "newcomer", "item_id": "i30", "timestamp": 5})
+            out["again"] = await c.post("/v1/events", json={"user_id": "newcomer", "item_id": "i30", "timestamp": 5})
+            out["after"] = await c.post("/v1/recommend", json={"user_id": "newcomer", "k": 3})
+            await c.post("/v1/events", json={"user_id": "newcomer", "item_id": "i31", "timestamp": 6.5})
+            out["later"] = await c.post("/v1/recommend", json={"user_id": "newcomer", "k": 3})
+            out["unknown"] = await c.post("/v1/recommend", json={"history": ["i7", "zzz"], "k": 2, "exclude": ["i8"]})
+            out["known_user"] = await c.post("/v1/recommend", json={"user_id": "u3", "exclude_seen": False})
+            out["bad"] = await c.post("/v1/recommend", json={"history": ["i7"], "k": 0})
+            out["bad_event"] = await c.post("/v1/events", json={"user_id": "u", "item_id": "i1", "timestamp": "now"})
+            return out
+
+    r = asyncio.run(main())
+    cold = r["cold"].json()
+    assert cold["strategy"] == "popular_and_fresh" and not cold["user_known"] and len(cold["items"]) == 3
+    assert r["event"].json() == {"stored": True, "known_item": True}
+    assert r["again"].json() == {"stored": False, "known_item": True}  # idempotent
+    after = r["after"].json()
+    assert after["strategy"] == "sequence" and after["user_known"] and after["history_length"] == 1
+    assert after["items"][0]["item_id"] == "i31", after
+    later = r["later"].json()
+    assert later["history_length"] == 2 and later["items"][0]["item_id"] == "i32", later
+    assert {"i30", "i31"}.isdisjoint(i["item_id"] for i in later["items"])  # seen items excluded
+    unknown = r["unknown"].json()
+    assert unknown["unknown_items"] == ["zzz"] and "i8" not in [i["item_id"] for i in unknown["items"]]
+    assert r["known_user"].json()["user_known"] and len(r["known_user"].json()["items"]) == 10
+    assert r["bad"].status_code == 422 and r["bad_event"].status_code == 422
