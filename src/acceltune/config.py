@@ -43,6 +43,9 @@ class DataArgs:
     max_held_out: int = _f(50_000, "most examples a validation or test split made from --train may hold (the rest stays training data); a tenth of a 36M-row file would be 3.6M rows to evaluate every epoch")
     on_bad_lines: str = _f("warn", "delimited lines that do not parse: warn (skip and report their numbers) or error")
     max_examples: int | None = _f(None, "use only the first N training examples (after shuffling with --seed); for quick runs")
+    oos_label: str = _f("oos", "label of out-of-scope examples (in training: also learnt as a class; in validation only: calibration examples); '' for none")
+    oos_goal: str | None = _f(None, "out-of-scope threshold goal on validation: in_scope_recall=R (keep at least R of in-scope messages) or oos_recall=R (catch at least R of out-of-scope ones); default in_scope_recall=0.95 when validation has --oos-label examples; without any, a rule is fitted only when this is given (in_scope_recall only); 'none' for no rule")
+    oos_score: str = _f("auto", "out-of-scope score: auto | msp_temperature | energy | mahalanobis | knn (auto: the best validation AUROC when validation has out-of-scope examples, else the default named in docs/out-of-scope.md)")
     tokenize: str = _f("auto", "auto | upfront | lazy: tokenize the training set once before training (cached on disk) or each batch as it is loaded (training starts at once on data bigger than memory; no token cache); auto: lazy above 1,000,000 training rows")
 
     def __post_init__(self):
@@ -60,6 +63,14 @@ class DataArgs:
             raise UserError(f"--max-held-out must be positive, got {self.max_held_out}")
         if self.tokenize not in ("auto", "upfront", "lazy"):
             raise UserError(f"--tokenize must be auto, upfront or lazy, got {self.tokenize!r}")
+        if self.oos_label != self.oos_label.strip():
+            raise UserError(f"--oos-label {self.oos_label!r} has surrounding spaces: labels are compared trimmed; pass {self.oos_label.strip()!r}")
+        from acceltune.oos import SCORES, parse_goal  # one list of scores and one goal grammar, next to their code
+
+        if self.oos_goal is not None:
+            parse_goal(self.oos_goal)
+        if self.oos_score != "auto" and self.oos_score not in SCORES:
+            raise UserError(f"--oos-score must be auto or one of {', '.join(SCORES)}, got {self.oos_score!r}")
 
 
 @dataclass

@@ -37,6 +37,8 @@ class ModelInfo:
     """Multi-label decision threshold."""
     extra: dict = field(default_factory=dict)
     """Format-specific details (e.g. the ONNX file name, quantization)."""
+    oos: dict | None = None
+    """The out-of-scope rule (acceltune.oos.OOSRule as a dict; its statistics in oos.npz), or None."""
 
     def save(self, model_dir: str | os.PathLike) -> None:
         atomic_write_text(Path(model_dir) / INFO_FILE, json.dumps(asdict(self), indent=2))

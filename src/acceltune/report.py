@@ -80,6 +80,30 @@ def plot_curves(history: list[dict], path: Path) -> bool:
     return True
 
 
+def plot_oos_tradeoff(tradeoff: dict, path: Path, title: str) -> None:
+    """In-scope accuracy against OOS recall over the thresholds, the chosen threshold marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    ax.plot(tradeoff["oos_recall"], tradeoff["in_scope_accuracy"], "-", label="every threshold")
+    recall, accuracy = tradeoff["chosen"][1], tradeoff["chosen"][0]
+    if recall is not None and accuracy is not None:
+        ax.plot([recall], [accuracy], "o", color="C3", markersize=8, label=f"chosen: recall {recall:.3f}, accuracy {accuracy:.3f}")
+    ax.set_xlabel("out-of-scope recall")
+    ax.set_ylabel("in-scope accuracy (rejected = wrong)")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def write_report(output_dir: Path, metrics: dict, label_names: list[str], history: list[dict] | None = None,
                  split: str = "test", title: str = "acceltune report") -> Path:
     """report.md with the headline metrics, per-class table, confusion matrix and curves."""
@@ -102,6 +126,13 @@ def write_report(output_dir: Path, metrics: dict, label_names: list[str], histor
     if "confusion_matrix" in result:
         plot_confusion(result["confusion_matrix"], label_names, output_dir / "confusion_matrix.png")
         lines += [f"## Confusion matrix ({split})", "", "![confusion matrix](confusion_matrix.png)", ""]
+    if "oos_tradeoff" in result:
+        rule = metrics.get("oos", {})
+        plot_oos_tradeoff(result["oos_tradeoff"], output_dir / "oos_tradeoff.png",
+                          f"Out of scope ({split}): {rule.get('score', '')} score, {rule.get('goal', '')}")
+        lines += [f"## Out of scope ({split})", "",
+                  f"Rule: {rule.get('score')} score above {_fmt(rule.get('threshold'))}, calibrated for {rule.get('goal')} on validation.", "",
+                  "![out-of-scope trade-off](oos_tradeoff.png)", ""]
     if history and plot_curves(history, output_dir / "training_curves.png"):
         lines += ["## Training curves", "", "![training curves](training_curves.png)", ""]
     path = output_dir / "report.md"

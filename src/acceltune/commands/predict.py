@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
 
 def to_csv(results: list[dict]) -> str:
     buf = io.StringIO()
-    fields = (["id"] if results and "id" in results[0] else []) + ["label", "score", "truncated", "top_k"]
+    fields = ((["id"] if results and "id" in results[0] else []) + ["label", "score"]
+              + (["oos", "oos_score"] if results and "oos" in results[0] else []) + ["truncated", "top_k"])
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator=os.linesep)
     writer.writeheader()
     for r in results:

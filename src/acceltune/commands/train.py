@@ -45,4 +45,11 @@ def print_summary(output_dir: Path, m: dict, console) -> None:
         if split in m and "accuracy" in m[split]:
             s = m[split]
             console.print(f"{split}: accuracy {s['accuracy']:.4f} · macro F1 {s['macro_f1']:.4f} · {s['examples']} examples")
+            if "in_scope_accuracy" in s:
+                from acceltune.oos.calibration import summary_line
+
+                console.print(f"{split}: {summary_line(s, m['oos']['score'])}")
+    if "oos" in m and "threshold" in m["oos"]:
+        console.print(f"out-of-scope rule: {m['oos']['score']} > {m['oos']['threshold']:.6g} ({m['oos']['goal']}; "
+                      f"chosen by {m['oos']['chosen_by']})")
     console.print(f"report: {output_dir / 'report.md'} · TensorBoard: tensorboard --logdir {output_dir / 'logs'}")

@@ -87,11 +87,14 @@ def load_splits(args: DataArgs, *, seed: int = 42) -> Splits:
     if not multi and len(found) < 2:
         raise UserError(f"{train_scan.name} has a single label ({', '.join(map(repr, found))}): a classifier needs at "
                         f"least 2 classes; check --label-column or add examples of the other classes")
+    oos = args.oos_label or None
     for split in ("validation", "test"):
-        if split in scans and (extra := set(scans[split].counts) - found):
+        if split in scans and (extra := set(scans[split].counts) - found - {oos}):
             raise UserError(f"{scans[split].name} has label(s) that never occur in the training data: "
                             f"{first_few(sort_labels(extra))}: remove those rows or add examples of them to the training data")
-    labels = sort_labels(found)
+    # The out-of-scope label (--oos-label) may occur in held-out data only (calibration examples): it still joins
+    # the label set, so every split has one set of classes; with no training examples the class is never learnt.
+    labels = sort_labels(found | {oos for scan in scans.values() if oos in scan.counts})
 
     out = {split: _to_examples(ds, scans[split], labels, args) for split, (ds, _) in given.items()}
     train = out["train"]

@@ -142,7 +142,8 @@ def export_model(model_dir: str | os.PathLike, output: str | os.PathLike, format
             extra["profile"] = trt_profile(names, info.max_length)
         tokenizer.save_pretrained(tmp)
         config.save_pretrained(tmp)
-        out_info = ModelInfo(**{**info.__dict__, "format": fmt, "extra": extra})
+        _copy_oos_statistics(model_dir, tmp, info)
+        out_info = ModelInfo(**{**info.__dict__, "format": fmt, "extra": extra})  # the out-of-scope rule (info.oos) too
         out_info.save(tmp)
 
         log(f"checking parity on {len(data.texts)} texts from {data.source}")
@@ -163,12 +164,24 @@ def export_model(model_dir: str | os.PathLike, output: str | os.PathLike, format
     return ExportResult(output, fmt, quantize, parity, extra.get("optimization", {}), seconds, files)
 
 
+def _copy_oos_statistics(model_dir: Path, out: Path, info: ModelInfo) -> None:
+    """The out-of-scope rule's statistics file travels with the export, so the export decides the same way."""
+    if not info.oos:
+        return
+    from acceltune.oos import STATS_FILE
+
+    if (model_dir / STATS_FILE).is_file():
+        shutil.copy2(model_dir / STATS_FILE, out / STATS_FILE)
+
+
 def _summary(p: dict) -> str:
     parts = [f"max |logit difference| {p['max_abs_logit_diff']:.2e}", f"label agreement {p['label_agreement']:.2%}"]
     if "feature_cosine_min" in p:
         parts.append(f"features: max |difference| {p['max_abs_feature_diff']:.2e}, cosine >= {p['feature_cosine_min']:.4f}")
     if "accuracy" in p:
         parts.append(f"accuracy {p['accuracy']:.2%} (torch fp32 {p['reference_accuracy']:.2%})")
+    if "oos_agreement" in p:
+        parts.append(f"out-of-scope decisions agree on {p['oos_agreement']:.2%}")
     return f"parity: {', '.join(parts)} ({p['criterion']}: {'passed' if p['passed'] else 'FAILED'})"
 
 

@@ -9,6 +9,9 @@ Both outputs are compared, logits and pooled features. What has to hold depends 
   int8 flips either way without costing accuracy; those do not count against it. Feature drift is
   recorded (cosine similarity), not judged: it is the price of int8, the user decides.
 * TensorRT fp16: label agreement >= TRT_MIN_AGREEMENT.
+
+With an out-of-scope rule (acceltune.oos), the share of texts whose out-of-scope decision is the same is
+recorded too (``oos_agreement``).
 """
 
 from __future__ import annotations
@@ -165,6 +168,11 @@ def check_parity(reference: Reference, export_dir: Path, data: ParityData | Sequ
     result = {"texts": len(texts), "max_abs_logit_diff": float(np.max(np.abs(ref - got))),
               "label_agreement": float(np.mean(ref_labels == got_labels))}
     result.update(_feature_parity(ref_f, got_f))
+    if pred.oos_rule is not None:  # recorded, not judged: a flip is a message whose score sits at the threshold
+        ref_oos, _ = pred.oos_rule.apply(Outputs(ref, ref_f))
+        got_oos, _ = pred.oos_rule.apply(Outputs(got, got_f))
+        result["oos_agreement"] = float(np.mean(ref_oos == got_oos))
+        result["oos_flagged"] = int(ref_oos.sum())
     confident = _confident(pred.probabilities(ref), multi)
     result["confident_predictions"] = int(confident.sum())
     result["confident_agreement"] = float(np.mean((ref_labels == got_labels)[confident])) if confident.any() else result["label_agreement"]

@@ -23,11 +23,14 @@ from acceltune.modeldir import ModelInfo
 
 @dataclass
 class Scores:
-    """Class probabilities (inputs, labels) in input order, which inputs were truncated, and the token count."""
+    """Class probabilities (inputs, labels) in input order, which inputs were truncated, and the token count;
+    with an out-of-scope rule, which inputs are out of scope and their scores (else None)."""
 
     probabilities: np.ndarray
     truncated: list[bool]
     tokens: int
+    oos: np.ndarray | None = None
+    oos_scores: np.ndarray | None = None
 
 
 class Predictor:
@@ -52,6 +55,15 @@ class Predictor:
         self.runner = BatchRunner(self.tokenizer, self.info.max_length, self.backend.input_names,
                                   max_batch_tokens or default_batch_tokens(self.backend), max_batch_size,
                                   self.backend.pad_to_multiple_of)
+        self.oos_rule = None
+        """The model's out-of-scope rule (acceltune.oos.rule.OOSRule), or None."""
+        if self.info.oos:
+            from acceltune.oos.rule import OOSRule
+
+            self.oos_rule = OOSRule.from_info(self.model_dir, self.info.oos)
+            if self.oos_rule.needs_features and not getattr(self.backend, "has_features", False):
+                raise UserError(f"{self.model_dir}: its out-of-scope rule ({self.oos_rule.score}) reads pooled features, which "
+                                f"this export does not give: run 'acceltune export' again from the trained model directory")
 
     @property
     def labels(self) -> list[str]:
@@ -99,23 +111,43 @@ class Predictor:
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         return probabilities(logits, self.info.multi_label)
 
+    def oos(self, outputs: Outputs) -> tuple[np.ndarray, np.ndarray]:
+        """The out-of-scope decisions and scores of `outputs` (from `self.outputs`: no second forward pass):
+        (flags: bool (inputs,), scores: float64 (inputs,)); a flag is True when its score is above the
+        rule's threshold or the best class is the out-of-scope label. UserError for a model without a rule."""
+        if self.oos_rule is None:
+            raise UserError(f"{self.model_dir} has no out-of-scope rule: train it with out-of-scope examples "
+                            f"(--oos-label) or an --oos-goal")
+        return self.oos_rule.apply(outputs)
+
     def scores(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> Scores:
-        """Probabilities, truncation flags and tokens of a list of inputs: the server's batch function."""
+        """Probabilities, truncation flags and tokens of a list of inputs (and the out-of-scope decisions when the
+        model has a rule): the server's batch function."""
         if len(texts) == 0:
-            return Scores(np.zeros((0, len(self.labels)), dtype=np.float32), [], 0)
+            empty = np.zeros(0, bool) if self.oos_rule is not None else None
+            return Scores(np.zeros((0, len(self.labels)), dtype=np.float32), [], 0, empty,
+                          None if empty is None else np.zeros(0))
         encoded = self.encode(texts, pairs)
-        logits = self.runner.run(encoded, self.backend.logits)
-        return Scores(self.probabilities(logits), encoded.truncated, int(encoded.lengths.sum()))
+        if self.oos_rule is None:
+            logits = self.runner.run(encoded, self.backend.logits)
+            return Scores(self.probabilities(logits), encoded.truncated, int(encoded.lengths.sum()))
+        outputs = (Outputs(*self.runner.run(encoded, self.backend.forward)) if self.oos_rule.needs_features
+                   else Outputs(self.runner.run(encoded, self.backend.logits), None))
+        flags, oos_scores = self.oos(outputs)
+        return Scores(self.probabilities(outputs.logits), encoded.truncated, int(encoded.lengths.sum()), flags, oos_scores)
 
     # ------------------------------------------------------------------------------------ results
 
     def predict(self, texts: Sequence[str], pairs: Sequence[str] | None = None, top_k: int = 1) -> list[dict]:
-        """One result per input: label, score, top_k [{label, score}], truncated; multi-label adds labels."""
+        """One result per input: label, score, top_k [{label, score}], truncated; multi-label adds labels; a model
+        with an out-of-scope rule adds oos (bool) and oos_score (float)."""
         scored = self.scores(texts, pairs)
-        return self.results(scored.probabilities, scored.truncated, top_k)
+        return self.results(scored.probabilities, scored.truncated, top_k, scored.oos, scored.oos_scores)
 
-    def results(self, probs: np.ndarray, truncated: Sequence[bool], top_k: int = 1) -> list[dict]:
-        """`format_result` for every row of `probs`, sorted once for all rows (the same dicts, faster)."""
+    def results(self, probs: np.ndarray, truncated: Sequence[bool], top_k: int = 1,
+                oos: np.ndarray | None = None, oos_scores: np.ndarray | None = None) -> list[dict]:
+        """`format_result` for every row of `probs`, sorted once for all rows (the same dicts, faster); with
+        ``oos`` and ``oos_scores`` (`Predictor.oos`), each result adds "oos" and "oos_score"."""
         if len(probs) == 0:
             return []
         k = max(1, min(top_k, len(self.labels)))
@@ -128,6 +160,10 @@ class Predictor:
             above = probs >= self.info.threshold
             for r, row in zip(out, above):
                 r["labels"] = [self.labels[i] for i in np.flatnonzero(row)]
+        if oos is not None:
+            for r, flag, value in zip(out, oos.tolist(), oos_scores.tolist()):
+                r["oos"] = flag
+                r["oos_score"] = value
         return out
 
     def format_result(self, probs: np.ndarray, truncated: bool, top_k: int = 1) -> dict:

@@ -69,6 +69,10 @@ class ClassificationResult(BaseModel):
     top_k: list[LabelScore]
     truncated: bool = Field(description="The input was longer than the model's maximum tokens and was cut.")
     labels: Optional[list[str]] = Field(None, description="Multi-label models only: every label over the threshold.")
+    oos: Optional[bool] = Field(None, description="Models with an out-of-scope rule only: the input is out of scope (its "
+                                                 "oos_score is above the rule's threshold, or the best label is the out-of-scope label).")
+    oos_score: Optional[float] = Field(None, description="Models with an out-of-scope rule only: the rule's score, higher = "
+                                                         "further from the training data (see GET /v1/model for the rule).")
 
 
 class ClassifyResponse(BaseModel):
@@ -85,6 +89,7 @@ class ModelResponse(BaseModel):
     backend: dict = Field(description="The backend's own description (name, device, precision, ...).")
     batching: dict = Field(description="max_batch_size, max_wait_ms, max_queue.")
     limits: dict = Field(description="max_inputs, max_payload_bytes, request_timeout_s.")
+    oos: Optional[dict] = Field(None, description="The out-of-scope rule (score, threshold, goal, label), or null without one.")
 
 
 class ErrorBody(BaseModel):

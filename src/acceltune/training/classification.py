@@ -8,8 +8,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from acceltune.config import DataArgs, TrainArgs
+from acceltune.config import DataArgs, TrainArgs, TrainConfig
 from acceltune.data import Splits, load_splits
+from acceltune.errors import UserError
 from acceltune.metrics import compute_metrics
 from acceltune.modeldir import ModelInfo
 from acceltune.modeling import load_classifier
@@ -34,11 +35,33 @@ def inverse_frequency_weights(labels, num_labels: int, multi_label: bool) -> tor
     return torch.tensor(weights, dtype=torch.float)
 
 
+def check_oos_settings(splits: Splits, args: DataArgs) -> None:
+    """Out-of-scope settings that cannot work with these splits fail before training, not after it."""
+    from acceltune.oos import parse_goal
+
+    goal = parse_goal(args.oos_goal) if args.oos_goal is not None else None
+    if goal is None:
+        return
+    if splits.multi_label:
+        raise UserError("--oos-goal: out-of-scope detection is for single-label models; leave --oos-goal out for multi-label data")
+    if splits.validation is None or len(splits.validation) == 0:
+        raise UserError("--oos-goal needs a validation split to calibrate on: pass --validation or a --validation-fraction above 0")
+    if goal.kind == "oos_recall":
+        from acceltune.batching import column_array
+
+        oos = splits.labels.index(args.oos_label) if args.oos_label in splits.labels else None
+        if oos is None or not np.any(column_array(splits.validation, "labels") == oos):
+            raise UserError(f"--oos-goal {goal} needs out-of-scope examples (label {args.oos_label!r}) in the validation data: "
+                            f"add some (or pass --oos-label NAME), or use an in_scope_recall goal")
+
+
 class SequenceClassification(Task):
     """A Hugging Face AutoModelForSequenceClassification over the label set found in the training data."""
 
     def load_splits(self, data_args: DataArgs, seed: int) -> Splits:
-        return load_splits(data_args, seed=seed)
+        splits = load_splits(data_args, seed=seed)
+        check_oos_settings(splits, data_args)
+        return splits
 
     def build_model(self, model_path: str, splits: Splits, tokenizer, trust_remote_code: bool) -> nn.Module:
         return load_classifier(model_path, splits.labels, splits.multi_label, tokenizer, trust_remote_code)
@@ -59,6 +82,14 @@ class SequenceClassification(Task):
     def model_info(self, splits: Splits, max_length: int, version: str) -> ModelInfo:
         return ModelInfo(labels=splits.labels, multi_label=splits.multi_label, max_length=max_length,
                          text_pair=splits.text_pair, version=version)
+
+    def finalize(self, output_dir: Path, splits: Splits, config: TrainConfig, metrics: dict) -> None:
+        """The out-of-scope rule: fitted on the trained model's outputs, saved beside it (acceltune.oos)."""
+        if splits.multi_label:
+            return
+        from acceltune.oos.fit import calibrate_trained_model
+
+        calibrate_trained_model(output_dir, splits, config.data, config.train, metrics)
 
     def write_report(self, output_dir: Path, metrics: dict, history: list[dict], splits: Splits, split: str, title: str) -> None:
         from acceltune.report import write_report

@@ -55,7 +55,7 @@ def classify_batch(predictor, metrics: BatcherMetrics | None, inputs: list[Class
             metrics.truncated.inc(n_truncated)
     # Requests in one batch may ask for different top_k: rank once for the largest, then cut (the ranking
     # is stable, so the first k of the largest are the top k).
-    results = predictor.results(scored.probabilities, scored.truncated, max(x.top_k for x in inputs))
+    results = predictor.results(scored.probabilities, scored.truncated, max(x.top_k for x in inputs), scored.oos, scored.oos_scores)
     for result, x in zip(results, inputs):
         if len(result["top_k"]) > x.top_k:
             result["top_k"] = result["top_k"][:x.top_k]
@@ -129,4 +129,5 @@ class ClassifyRoutes:
                          "max_batch_tokens": getattr(self.predictor, "max_batch_tokens", None)},
             "limits": {"max_inputs": s.max_inputs, "max_payload_bytes": s.max_payload_bytes,
                        "request_timeout_s": s.request_timeout_s},
+            "oos": None if not info.oos else {k: info.oos[k] for k in ("score", "threshold", "goal", "label")},
         }), media_type="application/json")
