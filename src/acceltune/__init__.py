@@ -32,6 +32,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "Task": ("acceltune.training.task", None),
     "SequenceClassification": ("acceltune.training.classification", None),
     "Predictor": ("acceltune.inference.predictor", None),
+    "resolve_model": ("acceltune.modeling", None),  # a --model name or alias -> the local directory or Hub id it loads
     "ModelInfo": ("acceltune.modeldir", None),
     "create_app": ("acceltune.serve", "serve"),
     "ServeSettings": ("acceltune.serve", "serve"),
@@ -46,6 +47,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names come f
     from acceltune.errors import UserError
     from acceltune.export import export_model
     from acceltune.inference.predictor import Predictor
+    from acceltune.modeling import resolve_model
     from acceltune.modeldir import ModelInfo
     from acceltune.serve import ServeSettings, create_app
     from acceltune.training.classification import SequenceClassification
