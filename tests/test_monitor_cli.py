@@ -17,7 +17,7 @@ from acceltune.monitor.store import Store
 from helpers import run_cli
 from test_monitor import write_items
 
-N = 1500
+N = 800
 
 
 def _count(store: Store) -> int:
@@ -34,12 +34,12 @@ def test_kill_9_mid_ingest_then_restart_loses_and_duplicates_nothing(database_ur
     f = write_items(tmp_path / "archive.jsonl", N)
     store = Store.open(database_url)
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    proc = subprocess.Popen(_ingest_cmd(int8_dir, database_url, f, "--batch-size", "50"), env=env,
+    proc = subprocess.Popen(_ingest_cmd(int8_dir, database_url, f, "--batch-size", "40"), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         pause = threading.Event()
         for _ in range(6000):  # bounded poll of the real condition: some batches committed, not all
-            if _count(store) >= 100 or proc.poll() is not None:
+            if _count(store) >= 80 or proc.poll() is not None:
                 break
             pause.wait(0.005)
         proc.send_signal(signal.SIGKILL)
@@ -47,7 +47,7 @@ def test_kill_9_mid_ingest_then_restart_loses_and_duplicates_nothing(database_ur
         proc.wait(30)
     killed_at = _count(store)
     assert proc.returncode == -signal.SIGKILL and 0 < killed_at < N, (proc.returncode, killed_at, proc.stderr.read()[-2000:])
-    assert killed_at % 50 == 0  # whole batches only: a batch and its position commit together
+    assert killed_at % 40 == 0  # whole batches only: a batch and its position commit together
     r = run_cli(*_ingest_cmd(int8_dir, database_url, f)[3:], timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"resuming {f}" in r.stderr or f"resuming {f.resolve()}" in r.stderr
