@@ -138,6 +138,23 @@ def test_a_cold_item_is_recommendable_after_add_items(trained):
     assert cold.items[-1] == "fresh1"
 
 
+def test_onnx_export_scores_as_the_model_does(trained, tmp_path):
+    pytest.importorskip("onnxruntime", reason="pip install 'acceltune[export]'")
+    import onnxruntime as ort
+
+    from acceltune.recommend.export import ONNX_FILE, export_onnx, random_histories
+
+    parity = export_onnx(trained[0], tmp_path / "onnx")
+    assert parity["max_abs_diff"] < 1e-3 and parity["same_top1"] == 1.0
+    model = Recommender(trained[0]).model
+    ids, mask = random_histories(model.config.num_items, model.config.max_len, 5, seed=3)
+    session = ort.InferenceSession(str(tmp_path / "onnx" / ONNX_FILE), providers=["CPUExecutionProvider"])
+    got = session.run(["scores"], {"input_ids": ids, "attention_mask": mask})[0]
+    with torch.inference_mode():
+        want = model.recommend(torch.from_numpy(ids), torch.from_numpy(mask), exclude_history=False).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-3)
+
+
 def test_resume_is_exact(tmp_path):
     inter, _ = write_planted(tmp_path, users=60)
     kw = dict(max_steps=6, save_every=2, eval_every=3, batch_size=8)

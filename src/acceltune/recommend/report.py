@@ -1,9 +1,7 @@
-"""report.md and figures of a recommender run, with the baselines on the same split added to metrics.json."""
+"""report.md and figures of a recommender run; the baselines on the same split, for metrics.json."""
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 from acceltune.recommend.baselines import baseline_metrics
@@ -14,13 +12,15 @@ PROTOCOL = ("Leave-one-out per user (last interaction = test, the one before = v
 COLUMNS = ("hr@10", "ndcg@10", "recall@20", "mrr", "coverage@10")
 
 
-def write_recommend_report(output_dir: Path, metrics: dict, history: list[dict], splits, title: str) -> None:
+def add_baselines(metrics: dict, splits) -> None:
+    """Most-popular and item-kNN on the split the model was scored on, and the protocol, into ``metrics``."""
     split = "test" if "test" in metrics else "validation"
     metrics["baselines"] = baseline_metrics(splits.split, len(splits.catalogue), split)
     metrics["protocol"] = PROTOCOL
-    tmp = output_dir / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2))
-    os.replace(tmp, output_dir / "metrics.json")
+
+
+def write_recommend_report(output_dir: Path, metrics: dict, history: list[dict], splits, title: str) -> None:
+    split = "test" if "test" in metrics else "validation"
     rows = {"sequence model (this run)": metrics[split], **{name.replace("_", "-"): m for name, m in metrics["baselines"].items()}}
     figures = [name for name in (_curves(output_dir, history), _bars(output_dir, rows)) if name]
     lines = [f"# {title}", "", f"Protocol: {PROTOCOL}", "",

@@ -6,7 +6,7 @@ batches, padding, precision, checkpoints and resume apply unchanged. Training ex
 user's training events (causal: next-item targets at every position; masked: copies with items replaced by
 [MASK]); validation and test examples are one per split user, the label the held-out item.
 The validation and test logits come back from the model with the history excluded, so the Task's metrics
-are the full-ranking ones; write_report adds the baselines on the same split.
+are the full-ranking ones; finalize adds the baselines on the same split.
 """
 
 from __future__ import annotations
@@ -239,6 +239,12 @@ class SequentialRecommendation(Task):
         """The recommender's files (artifacts) and acceltune.json; the loop keeps training_config.yaml beside them."""
         artifacts.save(model_dir, model, model.catalogue, text_encoder=config.model.model, settings=asdict(self.settings))
         info.save(model_dir)
+
+    def finalize(self, output_dir: Path, splits, config, metrics: dict) -> None:
+        """The baselines on the same split, into metrics.json."""
+        from acceltune.recommend.report import add_baselines
+
+        add_baselines(metrics, splits)
 
     def write_report(self, output_dir: Path, metrics: dict, history: list[dict], splits, split: str, title: str) -> None:
         from acceltune.recommend.report import write_recommend_report
