@@ -87,9 +87,9 @@ def _ingest(args) -> int:
         fmt = "csv" if args.input.lower().endswith(".csv") else "jsonl"
 
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):  # finish and commit the batch in hand, then stop
-        signal.signal(sig, lambda signum, frame: stop.set())
     with ExitStack() as stack:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # finish and commit the batch in hand, then stop
+            stack.callback(signal.signal, sig, signal.signal(sig, lambda signum, frame: stop.set()))
         sender = WebhookSender(store, hook).start() if hook.webhook else None
         if sender is not None:
             stack.callback(sender.close)
