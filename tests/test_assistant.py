@@ -419,9 +419,10 @@ def test_the_review_file_is_what_acceltune_train_reads_once_labelled(models, rep
 def test_a_scaffolded_replies_file_covers_the_model_and_loads(tmp_path):
     from acceltune.assistant.replies import scaffold
 
-    labels = ["card_arrival", "price_in_$", "reverted_card_payment?"]
+    labels = ["card_arrival", "oos", "price_in_$", "reverted_card_payment?"]
     path = tmp_path / "replies.yaml"
     path.write_text(scaffold(labels))
     replies = load_replies(path, labels)
-    assert set(replies.intents) == {*labels, "oos"}
+    assert set(replies.intents) == set(labels)
+    assert replies.out_of_scope.template == replies.handoff.template  # handed off with the hand-off reply
     assert replies.render(replies.intents["price_in_$"].template, {}) == "(the reply to price_in_$: edit this file)"

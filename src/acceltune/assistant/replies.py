@@ -192,8 +192,7 @@ def scaffold(labels: Sequence[str]) -> str:
                 "out_of_scope_intent": DEFAULT_OUT_OF_SCOPE_INTENT, "fallback": DEFAULT_FALLBACK, "handoff": DEFAULT_HANDOFF,
                 "slots": {"name": "there"}}
     intents = {str(label): f"(the reply to {str(label).replace('$', '$$')}: edit this file)" for label in labels}
-    if DEFAULT_OUT_OF_SCOPE_INTENT not in intents:
-        intents[DEFAULT_OUT_OF_SCOPE_INTENT] = DEFAULT_HANDOFF
+    intents[DEFAULT_OUT_OF_SCOPE_INTENT] = DEFAULT_HANDOFF  # out of scope: handed off, whether or not a learnt class
     header = ("# Replies for acceltune assistant (docs/assistant.md). Write each intent's reply; ${name} is filled from\n"
               "# the request's context. Mark an intent {reply: ..., handoff: true} to always pass it to a person.\n")
     return (header + yaml.safe_dump(settings, sort_keys=False, allow_unicode=True, width=1000)
