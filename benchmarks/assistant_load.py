@@ -15,7 +15,6 @@ At the defaults it runs about 2 minutes.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import shutil
@@ -25,18 +24,17 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import serve_load  # noqa: E402  (the load generator, the server lifecycle and the result format)
+import serve_load  # noqa: E402  (the server lifecycle, wrk and the server's own status counts)
 
 TARGET = 0.15
 CONVERSATIONS = 1000
+ROUTES = {"serve": "/v1/classify", "assistant": "/v1/reply"}
 
 
-_bodies = itertools.count()
-
-
-def reply_body(chunk: list[str]) -> dict:
-    """/v1/reply's body: the message, in one of CONVERSATIONS conversations (round robin)."""
-    return {"message": chunk[0], "conversation_id": f"bench-{next(_bodies) % CONVERSATIONS}"}
+def reply_bodies(messages: list[str], limit: int = 1000) -> list[str]:
+    """/v1/reply bodies: one message each, in CONVERSATIONS conversations (round robin)."""
+    return [json.dumps({"message": m, "conversation_id": f"bench-{i % CONVERSATIONS}"})
+            for i, m in enumerate(messages[:limit])]
 
 
 def replies_for(model: Path, path: Path) -> Path:
@@ -45,6 +43,24 @@ def replies_for(model: Path, path: Path) -> Path:
     intents = {label: f"You asked about {label.replace('$', '$$')}." for label in labels}
     path.write_text(json.dumps({"intents": intents}))  # JSON is YAML
     return path
+
+
+def measure(name: str, cmd: list[str], port: int, route: str, bodies: list[str], args, env: dict, workdir: Path) -> dict:
+    """One fresh server under wrk (serve_load's closed loop): requests/s, latency, statuses from its /metrics."""
+    with serve_load.start_server(cmd, port, env=env, log_path=workdir / f"{name}.log") as srv:
+        if args.warmup > 0:
+            serve_load.run_wrk(srv.url, bodies, args.connections, args.warmup, threads=args.threads, path=route)
+        before = serve_load.status_counts(srv.url, route)
+        w = serve_load.run_wrk(srv.url, bodies, args.connections, args.duration, threads=args.threads, path=route)
+        after = serve_load.status_counts(srv.url, route)
+    counts = {k: int(after.get(k, 0) - before.get(k, 0)) for k in sorted(set(after) | set(before))}
+    ok = w["requests"] - w["non2xx"]
+    result = {"scenario": name, "route": route, "connections": args.connections, "duration_s": w["duration_s"],
+              "requests_per_s": w["requests_per_s"], "ok_requests_per_s": round(ok / w["duration_s"], 1),
+              "latency_ms": w["latency_ms"], "status_counts": {k: v for k, v in counts.items() if v},
+              "socket_errors": {k: w[k] for k in serve_load.SOCKET_ERRORS if w[k]}}
+    print(json.dumps(result), flush=True)
+    return result
 
 
 def main() -> int:
@@ -65,6 +81,7 @@ def main() -> int:
         raise SystemExit("wrk not found: apt-get install -y wrk")
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     messages = serve_load.load_messages()
+    bodies = {"serve": serve_load.message_bodies(messages), "assistant": reply_bodies(messages)}
     flags = ["--backend", args.backend, "--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms),
              "--max-queue", str(args.max_queue), "--max-inputs", str(min(256, args.max_queue))]
     runs: dict[str, list[dict]] = {"serve": [], "assistant": []}
@@ -74,18 +91,10 @@ def main() -> int:
         for i in range(args.repeats):
             for name in ("serve", "assistant"):
                 port = serve_load.free_port()
-                if name == "serve":
-                    cmd = [sys.executable, "-m", "acceltune", "serve", str(args.model), "--port", str(port), *flags]
-                    route, body_of = "/v1/classify", serve_load.classify_body
-                else:
-                    db = f"sqlite:///{workdir / f'assistant-{i}.db'}"
-                    cmd = [sys.executable, "-m", "acceltune", "assistant", str(args.model), "--replies", str(replies),
-                           "--db", db, "--port", str(port), *flags]
-                    route, body_of = "/v1/reply", reply_body
-                result = serve_load.scenario(f"{name}-{i}", cmd, port, messages, 1, args.connections, args.duration,
-                                             args.warmup, args.threads, None, True, False, env, workdir,
-                                             route=route, body_of=body_of)
-                runs[name].append(result)
+                cmd = [sys.executable, "-m", "acceltune", name, str(args.model), "--port", str(port), *flags]
+                if name == "assistant":  # every turn stored, in a fresh database per run
+                    cmd += ["--replies", str(replies), "--db", f"sqlite:///{workdir / f'assistant-{i}.db'}"]
+                runs[name].append(measure(f"{name}-{i}", cmd, port, ROUTES[name], bodies[name], args, env, workdir))
     summary: dict = {"summary": True, "connections": args.connections, "repeats": args.repeats}
     for name, results in runs.items():
         summary[f"{name}_rps"] = round(statistics.median(r["ok_requests_per_s"] for r in results), 1)
