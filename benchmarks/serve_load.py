@@ -1,27 +1,48 @@
-"""Load-test `acceltune serve` on loopback with wrk, against batching off and a plain pipeline server.
+"""Load-test `acceltune serve` on loopback with wrk: every scenario of the serving issue's Measure section.
 
-    python benchmarks/serve_load.py --model MODEL_DIR [--baseline-model HF_DIR] [--duration 15] [--connections 64]
+    python benchmarks/serve_load.py --model MODEL_DIR --baseline-model HF_DIR [--duration 10] [--warmup 3]
 
 MODEL_DIR is what `acceltune serve` loads (for the targets: an `acceltune export --format onnx
---quantize int8` directory); HF_DIR is a transformers directory for the baseline
+--quantize int8` directory); HF_DIR is a transformers directory for the hand-written baseline
 (benchmarks/baseline_pipeline_server.py; default: MODEL_DIR's ``source_model`` if the export recorded
-one, else it is skipped). Messages are Banking77 test texts. Needs `wrk` (apt-get install wrk): a
-Python load generator on the same cores would measure itself.
+one, else the baseline is skipped). Messages are Banking77 test texts. Needs `wrk` (apt-get install
+wrk): a Python load generator on the same cores would measure itself.
 
-Scenarios (each a fresh server): ``batching`` (dynamic batching), ``nobatch`` (--max-batch-size 1),
-``baseline`` (pipeline server), each with 1 and 32 messages per request; ``overload``: the batching
-server offered 4x the sustainable request rate (the ``batching`` run's), paced over 1,024 connections
-(wrk's ``delay()``: each connection waits connections/rate between requests); ``overload_closed``: 4x
-the connections, unpaced (a closed loop: by Little's law its latency is connections / throughput,
-whatever the server does, so it shows saturation, not the cost of a rejection). Status counts come from the server's /metrics (exact; wrk
-only counts non-2xx); in the overload run a sequential probe client measures the latency of
-rejections (wrk's histogram mixes 200s and 429s). Prints one JSON line per scenario, then a
-summary line with the ratios and the targets.
+Scenarios, each on a fresh server, one message per request unless named ``...32``:
+
+- ``batching``: dynamic batching (server defaults), 64 connections, closed loop.
+- ``nobatch``: the same server with ``--max-batch-size 1``.
+- ``baseline``: the FastAPI + transformers pipeline server one writes by hand.
+- ``overload``: 4x the sustainable request rate (the ``batching`` run's), paced over 1,024 connections
+  (wrk's ``delay()``: each connection waits connections/rate between requests); 8 sequential probe
+  clients time rejections and accepted requests apart (wrk's histogram mixes 200s and 429s) and check
+  that every 429 carries ``Retry-After``.
+- ``overload_closed``: 4x the connections (256), unpaced, ``--max-queue`` as above (128, fewer than the
+  connections): goodput (200s per second) against ``batching``'s, and the accepted requests' latency
+  from the probes. wrk re-sends a refused request at once (it ignores Retry-After), so this is a storm
+  of refusals that the event loop must answer.
+- ``overload_closed_deep``: the same with a queue deeper than the clients (``--max-queue`` 512 for the
+  256 connections and 8 probes): nothing is refused, every request waits its turn (by Little's law its
+  latency is connections / throughput).
+- ``sigterm``: SIGTERM half-way through a 64-connection run; the server's own last log line counts the
+  requests that entered the app and those answered (exact: a request the app accepted and never answered
+  shows as unanswered), and its exit status must be 0.
+- ``batching32`` / ``nobatch32`` / ``baseline32``: 32 messages per request (not in the default list).
+
+Status counts come from the server's /metrics (exact; wrk only counts non-2xx). Prints one JSON line per
+scenario, then a summary line with the ratios and the issue's targets. With the defaults a full run
+takes about 5 minutes (eight server starts; each scenario warm-up + duration seconds).
+
+Importable (other benchmarks reuse it): ``start_server(cmd, port)`` (a context manager; the server is
+ready inside it, and SIGTERMed and reaped after), ``run_wrk(url, bodies, connections, duration)``,
+``status_counts(url)``, ``Probes``, ``message_bodies(messages, per_request)``, ``load_messages()``,
+``free_port()``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import http.client
 import json
@@ -35,7 +56,10 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator, Sequence
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "banking77" / "test.csv"
@@ -49,7 +73,7 @@ local bodies = {
 local reqs = {}
 local idx = 0
 init = function(args)
-  local headers = {["Content-Type"] = "application/json"%(auth)s}
+  local headers = {%(headers)s}
   for i, b in ipairs(bodies) do reqs[i] = wrk.format("POST", "%(path)s", headers, b) end
   idx = math.random(#reqs)
 end
@@ -70,32 +94,25 @@ done = function(summary, latency, requests)
 end
 """
 
+SOCKET_ERRORS = ("connect_errors", "read_errors", "write_errors", "timeouts")
+
+
+# ---------------------------------------------------------------------------------------- the API
 
 def load_messages(n: int = 3080) -> list[str]:
     with open(DATA, newline="") as f:
         return [row["text"] for row in csv.DictReader(f)][:n]
 
 
-def classify_body(chunk: list[str]) -> dict:
-    """/v1/classify's body for one request's messages."""
-    return {"inputs": chunk[0] if len(chunk) == 1 else chunk}
-
-
-def write_lua(path: Path, messages: list[str], per_request: int, out: Path, api_key: str | None,
-              delay_ms: float | None = None, route: str = "/v1/classify", body_of=classify_body) -> None:
-    """``route`` and ``body_of`` (one request's messages -> its JSON body): what each request posts."""
+def message_bodies(messages: Sequence[str], per_request: int = 1, limit: int = 1000) -> list[str]:
+    """JSON request bodies for /v1/classify: one text, or ``per_request`` texts per body."""
     bodies = []
     for i in range(0, len(messages) - per_request + 1, per_request):
-        chunk = messages[i:i + per_request]
-        body = json.dumps(body_of(chunk))
-        assert "]==]" not in body
-        bodies.append(f"[==[{body}]==]")
-        if len(bodies) >= 1000:
+        chunk = list(messages[i:i + per_request])
+        bodies.append(json.dumps({"inputs": chunk[0] if per_request == 1 else chunk}))
+        if len(bodies) >= limit:
             break
-    auth = f', ["Authorization"] = "Bearer {api_key}"' if api_key else ""
-    # wrk waits delay() ms after each response before a connection's next request: a paced load.
-    delay = f"delay = function() return {delay_ms:.0f} end" if delay_ms else ""
-    path.write_text(LUA % {"bodies": ",\n".join(bodies), "auth": auth, "out": str(out), "delay": delay, "path": route})
+    return bodies
 
 
 def free_port() -> int:
@@ -104,8 +121,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def get(url: str, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    u = urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
     try:
         conn.request("GET", path)
         r = conn.getresponse()
@@ -114,145 +132,346 @@ def get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
         conn.close()
 
 
-def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 180.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode} before it was ready")
-        try:
-            if get(port, "/readyz", 1.0)[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.25)
-    raise SystemExit("server not ready in time")
+@dataclass
+class Server:
+    """A started server process; ``stop()`` sends SIGTERM and returns the exit status."""
+
+    proc: subprocess.Popen
+    url: str
+    log_path: Path | None = None
+    exit_code: int | None = None
+
+    def stop(self, timeout: float = 60.0) -> int:
+        if self.exit_code is None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.exit_code = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.exit_code = self.proc.wait()
+        return self.exit_code
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
 
 
-def status_counts(port: int, route: str = "/v1/classify") -> dict[str, float]:
-    """acceltune_http_requests_total for ``route``, by status."""
-    text = get(port, "/metrics")[1].decode()
-    out = {}
-    for m in re.finditer(r'^acceltune_http_requests_total\{path="%s",status="(\d+)"\} ([0-9.e+]+)$' % re.escape(route), text, re.M):
-        out[m.group(1)] = float(m.group(2))
+@contextlib.contextmanager
+def start_server(cmd: Sequence[str], port: int, *, env: dict | None = None, log_path: str | Path | None = None,
+                 ready_path: str = "/readyz", ready_timeout: float = 180.0) -> Iterator[Server]:
+    """Run ``cmd`` (a server listening on 127.0.0.1:``port``) until ``ready_path`` answers 200; yield it;
+    SIGTERM it and reap it on leaving (also on error). stdout/stderr go to ``log_path`` (or nowhere)."""
+    log = open(log_path, "w") if log_path else subprocess.DEVNULL
+    proc = subprocess.Popen(list(cmd), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = Server(proc, f"http://127.0.0.1:{port}", Path(log_path) if log_path else None)
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"server exited with {proc.returncode} before it was ready: {server.log()[-2000:]}")
+            with contextlib.suppress(OSError):
+                if get(server.url, ready_path, 1.0)[0] == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"server not ready within {ready_timeout:g} s")
+            time.sleep(0.25)
+        yield server
+    finally:
+        server.stop()
+        if log is not subprocess.DEVNULL:
+            log.close()
+
+
+def run_wrk(url: str, bodies: str | Sequence[str], connections: int, duration: float, *, threads: int = 1,
+            path: str = "/v1/classify", headers: dict[str, str] | None = None, delay_ms: float | None = None,
+            timeout_s: float = 5.0) -> dict:
+    """POST ``bodies`` (cycled) to ``url + path`` from ``connections`` closed-loop connections for ``duration``
+    seconds; ``delay_ms``: each connection waits that long after each response (a paced load). Returns wrk's
+    counts and latency percentiles (ms) and requests_per_s (all responses; wrk counts non-2xx apart)."""
+    bodies = [bodies] if isinstance(bodies, str) else list(bodies)
+    hdrs = {"Content-Type": "application/json", **(headers or {})}
+    with tempfile.TemporaryDirectory(prefix="wrk_") as tmp:
+        lua, out = Path(tmp) / "load.lua", Path(tmp) / "out.json"
+        for b in bodies:
+            if "]==]" in b:
+                raise ValueError("a body holds ']==]', which ends a Lua long string")
+        lua.write_text(LUA % {
+            "bodies": ",\n".join(f"[==[{b}]==]" for b in bodies),
+            "headers": ", ".join(f'["{k}"] = "{v}"' for k, v in hdrs.items()),
+            "path": path, "out": str(out),
+            "delay": f"delay = function() return {delay_ms:.0f} end" if delay_ms else ""})
+        cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration:g}s", "--timeout", f"{timeout_s:g}s",
+               "-s", str(lua), url]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, timeout=duration + 60)
+        w = json.loads(out.read_text())
+    seconds = w["duration_us"] / 1e6
+    return {"requests": w["requests"], "non2xx": w["non2xx"], "duration_s": round(seconds, 2),
+            "requests_per_s": round(w["requests"] / seconds, 1),
+            "latency_ms": {k: w[f"{k}_us"] / 1e3 for k in ("p50", "p95", "p99", "max")},
+            "mean_latency_ms": w["mean_us"] / 1e3, **{k: w[k] for k in SOCKET_ERRORS}}
+
+
+def status_counts(url: str, path: str = "/v1/classify") -> dict[str, float]:
+    """acceltune_http_requests_total for ``path``, by status (parsed with prometheus_client's parser)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(get(url, "/metrics")[1].decode()):
+        for s in family.samples:
+            if s.name == "acceltune_http_requests_total" and s.labels.get("path") == path:
+                out[s.labels["status"]] = s.value
     return out
 
 
-def run_wrk(port: int, lua: Path, connections: int, duration: float, threads: int, out: Path) -> dict:
-    cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration:g}s", "--timeout", "5s",
-           "-s", str(lua), f"http://127.0.0.1:{port}"]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return json.loads(out.read_text())
+class Probes:
+    """``clients`` sequential clients timing each response by status (rejections apart from accepted
+    requests) and noting 429s without Retry-After. Use as a context manager around a load."""
 
+    def __init__(self, url: str, bodies: Sequence[str], clients: int = 8, path: str = "/v1/classify",
+                 headers: dict[str, str] | None = None):
+        u = urlsplit(url)
+        self.host, self.port, self.path = u.hostname, u.port, path
+        self.bodies = [b.encode() for b in bodies]
+        self.headers = {"Content-Type": "application/json", **(headers or {})}
+        self.stop = threading.Event()
+        self.samples: list[tuple[int, float]] = []
+        self.missing_retry_after = 0
+        self.threads = [threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(clients)]
 
-PROBES = 8
+    def __enter__(self) -> "Probes":
+        for t in self.threads:
+            t.start()
+        return self
 
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(15)
 
-class Probe(threading.Thread):
-    """One sequential client measuring each response's latency by status (for rejection latency)."""
-
-    def __init__(self, port: int, body: bytes, api_key: str | None):
-        super().__init__(daemon=True)
-        self.port, self.body, self.stop, self.samples = port, body, threading.Event(), []
-        self.headers = {"Content-Type": "application/json"}
-        if api_key:
-            self.headers["Authorization"] = f"Bearer {api_key}"
-
-    def run(self) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+    def _client(self, i: int) -> None:
+        body = self.bodies[i % len(self.bodies)]
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
         while not self.stop.is_set():
             t0 = time.perf_counter()
             try:
-                conn.request("POST", "/v1/classify", self.body, self.headers)
+                conn.request("POST", self.path, body, self.headers)
                 r = conn.getresponse()
                 r.read()
                 self.samples.append((r.status, time.perf_counter() - t0))
+                if r.status == 429 and r.getheader("Retry-After") is None:
+                    self.missing_retry_after += 1
             except OSError:
                 conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-            time.sleep(0.005)
+                conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
+            self.stop.wait(0.005)  # a think time: probes sample, they are not load
         conn.close()
 
+    def summary(self) -> dict:
+        rej = [s for st, s in self.samples if st in (429, 503)]
+        acc = [s for st, s in self.samples if st == 200]
+        return {"clients": len(self.threads), "samples": len(self.samples), "rejections": len(rej), "accepted": len(acc),
+                "other_statuses": sorted({st for st, _ in self.samples if st not in (200, 429, 503)}),
+                "missing_retry_after": self.missing_retry_after,
+                "rejection_latency_ms": {"p50": _ms(percentile(rej, 50)), "p99": _ms(percentile(rej, 99)),
+                                         "max": _ms(max(rej, default=None))},
+                "accepted_latency_ms": {"p50": _ms(percentile(acc, 50)), "p99": _ms(percentile(acc, 99))}}
 
-def percentile(values: list[float], q: float) -> float | None:
+
+def percentile(values: Sequence[float], q: float) -> float | None:
     if not values:
         return None
     v = sorted(values)
     return v[min(len(v) - 1, int(round(q / 100 * (len(v) - 1))))]
 
 
-def scenario(name: str, server_cmd: list[str], port: int, messages: list[str], per_request: int, connections: int,
-             duration: float, warmup: float, threads: int, api_key: str | None, acceltune: bool, probe: bool,
-             env: dict, workdir: Path, delay_ms: float | None = None, route: str = "/v1/classify",
-             body_of=classify_body) -> dict:
-    proc = subprocess.Popen(server_cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(workdir / f"{name}.log", "w"),
-                            start_new_session=True)
-    try:
-        wait_ready(port, proc)
-        lua, out = workdir / f"{name}.lua", workdir / f"{name}.json"
-        write_lua(lua, messages, per_request, out, api_key, delay_ms, route, body_of)
-        if warmup > 0:
-            w = run_wrk(port, lua, connections, warmup, threads, out)
-            if delay_ms:
-                # Each connection's cycle is delay + latency: take the warm-up's mean latency off the delay so
-                # the measured run offers the target rate (connections / (delay + latency)).
-                target = connections * 1000.0 / delay_ms
-                delay_ms = max(1.0, delay_ms - w["mean_us"] / 1e3)
-                write_lua(lua, messages, per_request, out, api_key, delay_ms, route, body_of)
-                log_line = {"scenario": name, "calibration": {"warmup_rps": round(w["requests"] / (w["duration_us"] / 1e6), 1),
-                            "warmup_mean_latency_ms": round(w["mean_us"] / 1e3, 1), "target_rps": round(target, 1),
-                            "delay_ms": round(delay_ms, 1)}}
-                print(json.dumps(log_line), file=sys.stderr, flush=True)
-        before = status_counts(port, route) if acceltune else {}
-        probes: list[Probe] = []
-        if probe:  # several sequential clients: enough rejections for a p99 (one alone mostly waits on its accepted requests)
-            probes = [Probe(port, json.dumps({"inputs": messages[i]}).encode(), api_key) for i in range(PROBES)]
-            for pr in probes:
-                pr.start()
-        w = run_wrk(port, lua, connections, duration, threads, out)
-        for pr in probes:
-            pr.stop.set()
-        for pr in probes:
-            pr.join(15)
-        after = status_counts(port, route) if acceltune else {}
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    seconds = w["duration_us"] / 1e6
-    if acceltune:  # by status, from the server's own counter (wrk only counts non-2xx)
-        counts = {k: int(after.get(k, 0) - before.get(k, 0)) for k in sorted(set(after) | set(before))}
-        counts = {k: v for k, v in counts.items() if v}
-    else:
-        counts = {"2xx": w["requests"] - w["non2xx"], "non2xx": w["non2xx"]}
-    ok = w["requests"] - w["non2xx"]  # as wrk counted them (the server also finishes those cut off at the end)
-    result = {
-        "scenario": name, "messages_per_request": per_request, "connections": connections, "duration_s": round(seconds, 2),
-        "requests_per_s": round(w["requests"] / seconds, 1), "ok_requests_per_s": round(ok / seconds, 1),
-        "messages_per_s": round(ok * per_request / seconds, 1),
-        "latency_ms": {"p50": w["p50_us"] / 1e3, "p95": w["p95_us"] / 1e3, "p99": w["p99_us"] / 1e3,
-                       "max": w["max_us"] / 1e3},
-        "status_counts": counts,
-        "socket_errors": {k: w[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts") if w[k]},
-    }
-    if probes:
-        samples = [x for pr in probes for x in pr.samples]
-        rej = [s for st, s in samples if st in (429, 503)]
-        acc = [s for st, s in samples if st == 200]
-        result["probe"] = {
-            "clients": len(probes), "samples": len(samples), "rejections": len(rej), "accepted": len(acc),
-            "other": sorted({st for st, _ in samples if st not in (200, 429, 503)}),
-            "rejection_latency_ms": {"p50": _ms(percentile(rej, 50)), "p99": _ms(percentile(rej, 99)), "max": _ms(max(rej, default=None))},
-            "accepted_latency_ms": {"p50": _ms(percentile(acc, 50)), "p99": _ms(percentile(acc, 99))},
-        }
-    print(json.dumps(result), flush=True)
-    return result
-
-
 def _ms(v: float | None) -> float | None:
     return None if v is None else round(v * 1e3, 2)
+
+
+#: The server's last log line (acceltune.serve.lifespan): requests that entered the app and those answered.
+STOPPED = re.compile(r"stopped: (\d+) requests? received, (\d+) answered")
+
+
+# ------------------------------------------------------------------------------------ scenarios
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    env: dict
+    messages: list[str]
+    workdir: Path
+    results: dict = field(default_factory=dict)
+
+    def serve_cmd(self, port: int, batch_size: int, queue: int) -> list[str]:
+        a = self.args
+        return [sys.executable, "-m", "acceltune", "serve", a.model, "--backend", a.backend, "--port", str(port),
+                "--max-batch-size", str(batch_size), "--max-wait-ms", str(a.max_wait_ms), "--max-queue", str(queue),
+                "--max-inputs", str(min(256, queue)), *a.server_arg]
+
+    def closed(self, name: str, cmd: list[str], port: int, per_request: int, connections: int, *, acceltune: bool = True,
+               probe: bool = False) -> dict:
+        a = self.args
+        bodies = message_bodies(self.messages, per_request)
+        with start_server(cmd, port, env=self.env, log_path=self.workdir / f"{name}.log") as srv:
+            if a.warmup > 0:
+                run_wrk(srv.url, bodies, connections, a.warmup, threads=a.threads)
+            before = status_counts(srv.url) if acceltune else {}
+            with (Probes(srv.url, bodies) if probe else contextlib.nullcontext()) as probes:
+                w = run_wrk(srv.url, bodies, connections, a.duration, threads=a.threads)
+            after = status_counts(srv.url) if acceltune else {}
+        return self.result(name, per_request, connections, w, before, after, acceltune, probes)
+
+    def result(self, name, per_request, connections, w, before, after, acceltune, probes) -> dict:
+        seconds = w["duration_s"]
+        if acceltune:  # by status, from the server's own counter (wrk only counts non-2xx)
+            counts = {k: int(after.get(k, 0) - before.get(k, 0)) for k in sorted(set(after) | set(before))}
+            counts = {k: v for k, v in counts.items() if v}
+        else:
+            counts = {"2xx": w["requests"] - w["non2xx"], "non2xx": w["non2xx"]}
+        ok = w["requests"] - w["non2xx"]  # as wrk counted them (the server also finishes those cut off at the end)
+        r = {"scenario": name, "messages_per_request": per_request, "connections": connections, "duration_s": seconds,
+             "requests_per_s": w["requests_per_s"], "ok_requests_per_s": round(ok / seconds, 1),
+             "messages_per_s": round(ok * per_request / seconds, 1), "latency_ms": w["latency_ms"],
+             "status_counts": counts, "socket_errors": {k: w[k] for k in SOCKET_ERRORS if w[k]}}
+        if probes is not None:
+            r["probe"] = probes.summary()
+        return r
+
+    def emit(self, r: dict) -> dict:
+        self.results[r["scenario"]] = r
+        print(json.dumps(r), flush=True)
+        return r
+
+    # -- one method per scenario kind
+
+    def batching(self, name: str, per_request: int, batch_size: int | None = None) -> dict:
+        port = free_port()
+        queue = self.args.max_queue_32 if per_request > 1 else self.args.max_queue
+        cmd = self.serve_cmd(port, batch_size or self.args.max_batch_size, queue)
+        return self.emit(self.closed(name, cmd, port, per_request, self.args.connections))
+
+    def baseline(self, name: str, per_request: int) -> dict | None:
+        if not self.args.baseline_model:
+            print(json.dumps({"scenario": name, "skipped": "no --baseline-model"}), flush=True)
+            return None
+        port = free_port()
+        cmd = [sys.executable, str(ROOT / "benchmarks" / "baseline_pipeline_server.py"), self.args.baseline_model,
+               "--port", str(port)]
+        return self.emit(self.closed(name, cmd, port, per_request, self.args.connections, acceltune=False))
+
+    def sustainable(self) -> float:
+        a = self.args
+        rate = a.sustainable_rps or (self.results["batching"]["ok_requests_per_s"] if "batching" in self.results else None)
+        if not rate:
+            raise SystemExit("the overload scenarios need the batching scenario first, or --sustainable-rps")
+        return rate
+
+    def overload(self) -> dict:
+        """Paced: overload_factor x the sustainable rate, offered by overload_connections connections."""
+        a = self.args
+        sustainable = self.sustainable()
+        connections = a.overload_connections
+        delay_ms = nominal = connections * 1000.0 / (a.overload_factor * sustainable)
+        port = free_port()
+        bodies = message_bodies(self.messages)
+        with start_server(self.serve_cmd(port, a.max_batch_size, a.max_queue), port, env=self.env,
+                          log_path=self.workdir / "overload.log") as srv:
+            w = run_wrk(srv.url, bodies, connections, max(a.warmup, 2.0), threads=a.threads, delay_ms=delay_ms)
+            # Each connection's cycle is delay + latency: take the warm-up's mean latency off the delay, so the
+            # measured run offers the target rate (connections / (delay + latency)).
+            delay_ms = max(1.0, delay_ms - w["mean_latency_ms"])
+            before = status_counts(srv.url)
+            with Probes(srv.url, bodies) as probes:
+                w = run_wrk(srv.url, bodies, connections, a.duration, threads=a.threads, delay_ms=delay_ms)
+            after = status_counts(srv.url)
+        r = self.result("overload", 1, connections, w, before, after, True, probes)
+        r["offered"] = {"sustainable_rps": sustainable, "target_rps": round(a.overload_factor * sustainable, 1),
+                        "nominal_delay_ms": round(nominal, 1), "delay_ms": round(delay_ms, 1),
+                        "achieved_vs_sustainable": round(r["requests_per_s"] / sustainable, 2),
+                        "goodput_vs_sustainable": round(r["status_counts"].get("200", 0) / r["duration_s"] / sustainable, 2)}
+        return self.emit(r)
+
+    def overload_closed(self, name: str, queue: int) -> dict:
+        a = self.args
+        port = free_port()
+        connections = int(a.connections * a.overload_factor)
+        r = self.closed(name, self.serve_cmd(port, a.max_batch_size, queue), port, 1, connections, probe=True)
+        r["max_queue"] = queue
+        good = r["status_counts"].get("200", 0) / r["duration_s"]
+        r["goodput_rps"] = round(good, 1)
+        if "batching" in self.results:
+            r["goodput_vs_batching"] = round(good / self.results["batching"]["ok_requests_per_s"], 2)
+        return self.emit(r)
+
+    def sigterm(self) -> dict:
+        """SIGTERM half-way through a closed-loop run: every request the app accepted must be answered."""
+        a = self.args
+        port = free_port()
+        bodies = message_bodies(self.messages)
+        log_path = self.workdir / "sigterm.log"
+        with start_server(self.serve_cmd(port, a.max_batch_size, a.max_queue), port, env=self.env,
+                          log_path=log_path) as srv:
+            half = max(a.duration / 2, 2.0)
+            timer = threading.Timer(half, srv.proc.send_signal, (signal.SIGTERM,))
+            timer.start()
+            try:
+                w = run_wrk(srv.url, bodies, a.connections, 2 * half, threads=a.threads)
+            finally:
+                timer.cancel()
+            rc = srv.stop()
+        m = STOPPED.search(srv.log())
+        received, answered = (int(m.group(1)), int(m.group(2))) if m else (None, None)
+        r = {"scenario": "sigterm", "connections": a.connections, "sigterm_after_s": round(half, 1),
+             "exit_code": rc, "received": received, "answered": answered,
+             "unanswered": None if m is None else received - answered,
+             "wrk": {"responses": w["requests"], "non2xx": w["non2xx"], **{k: w[k] for k in SOCKET_ERRORS if w[k]}}}
+        if m is None:
+            r["error"] = "the server's 'stopped:' log line is missing: " + srv.log()[-500:]
+        return self.emit(r)
+
+
+def summary(results: dict, overload_factor: float) -> dict:
+    s: dict = {"summary": True}
+    b, nb, base = results.get("batching"), results.get("nobatch"), results.get("baseline")
+    if b:
+        s["batching_rps"] = b["ok_requests_per_s"]
+        s["batching_p99_ms"] = b["latency_ms"]["p99"]
+        s["target_p99_100ms_no5xx"] = (b["latency_ms"]["p99"] <= 100 and not any(k.startswith("5") for k in b["status_counts"]))
+    if b and nb:
+        s["batching_vs_nobatch"] = round(b["ok_requests_per_s"] / nb["ok_requests_per_s"], 2)
+        s["target_2x_nobatch"] = s["batching_vs_nobatch"] >= 2.0
+    if b and base:
+        s["batching_vs_baseline"] = round(b["ok_requests_per_s"] / max(base["ok_requests_per_s"], 1e-9), 1)
+        s["target_15x_baseline"] = s["batching_vs_baseline"] >= 15
+    if "batching32" in results:
+        s["messages_per_s_32"] = results["batching32"]["messages_per_s"]
+    o = results.get("overload")
+    if o:
+        p = o["probe"]
+        other = [k for k in o["status_counts"] if k not in ("200", "429")] + p["other_statuses"]
+        s["overload"] = {"status_counts": o["status_counts"], "rejection_p99_ms": p["rejection_latency_ms"]["p99"],
+                         "achieved_vs_sustainable": o["offered"]["achieved_vs_sustainable"],
+                         "goodput_vs_sustainable": o["offered"]["goodput_vs_sustainable"]}
+        s["target_overload"] = (not other and not o["socket_errors"] and p["missing_retry_after"] == 0
+                                and p["rejection_latency_ms"]["p99"] is not None and p["rejection_latency_ms"]["p99"] <= 50
+                                and o["offered"]["goodput_vs_sustainable"] >= 0.7
+                                and o["offered"]["achieved_vs_sustainable"] >= overload_factor * 0.9)
+    for name in ("overload_closed", "overload_closed_deep"):
+        c = results.get(name)
+        if c:
+            s[name] = {"max_queue": c["max_queue"], "goodput_rps": c["goodput_rps"],
+                       "goodput_vs_batching": c.get("goodput_vs_batching"), "status_counts": c["status_counts"],
+                       "accepted_p99_ms": c["probe"]["accepted_latency_ms"]["p99"],
+                       "rejection_p99_ms": c["probe"]["rejection_latency_ms"]["p99"]}
+            s[f"target_{name}_goodput_90pct"] = c.get("goodput_vs_batching") is not None and c["goodput_vs_batching"] >= 0.9
+    t = results.get("sigterm")
+    if t:
+        s["sigterm"] = {k: t[k] for k in ("received", "answered", "unanswered", "exit_code")}
+        s["target_sigterm_drops_nothing"] = t["unanswered"] == 0 and t["exit_code"] == 0
+    return s
+
+
+DEFAULT_SCENARIOS = "batching,nobatch,baseline,overload,overload_closed,overload_closed_deep,sigterm"
 
 
 def main() -> int:
@@ -260,7 +479,7 @@ def main() -> int:
     p.add_argument("--model", required=True, help="the directory acceltune serve loads")
     p.add_argument("--baseline-model", help="transformers directory for the pipeline baseline")
     p.add_argument("--backend", default="auto")
-    p.add_argument("--duration", type=float, default=15.0, help="seconds per measured run")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds of unmeasured load first")
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--overload-factor", type=float, default=4.0, help="overload: this many times the sustainable request rate")
@@ -273,7 +492,8 @@ def main() -> int:
     p.add_argument("--max-queue", type=int, default=128,
                    help="for the 1-message and overload runs (about 150 ms of work at the measured rate)")
     p.add_argument("--max-queue-32", type=int, default=4096, help="for the 32-message runs (64 x 32 in flight)")
-    p.add_argument("--scenarios", default="batching,nobatch,baseline,batching32,nobatch32,baseline32,overload,overload_closed")
+    p.add_argument("--scenarios", default=DEFAULT_SCENARIOS,
+                   help=f"comma-separated (default {DEFAULT_SCENARIOS}; also batching32, nobatch32, baseline32)")
     p.add_argument("--server-arg", action="append", default=[], help="extra `acceltune serve` argument (repeatable)")
     args = p.parse_args()
     if shutil.which("wrk") is None:
@@ -282,80 +502,35 @@ def main() -> int:
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else max(soft, 65536), hard))
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    messages = load_messages()
-    baseline_model = args.baseline_model
-    if baseline_model is None:
+    if args.baseline_model is None:
         info = json.loads((Path(args.model) / "acceltune.json").read_text())
-        baseline_model = (info.get("extra") or {}).get("source_model")
-    wanted = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    results = {}
+        args.baseline_model = (info.get("extra") or {}).get("source_model")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="serve_load_") as tmp:
-        workdir = Path(tmp)
-        for name in wanted:
-            port = free_port()
+        bench = Bench(args, env, load_messages(), Path(tmp))
+        for name in (s.strip() for s in args.scenarios.split(",") if s.strip()):
             per_request = 32 if name.endswith("32") else 1
             base = name.removesuffix("32")
-            connections, delay_ms = args.connections, None
-            if base == "overload_closed":
-                connections = int(args.connections * args.overload_factor)
-            elif base == "overload":  # paced: overload_factor x the sustainable request rate, offered by many connections
-                sustainable = args.sustainable_rps or (results["batching"]["ok_requests_per_s"] if "batching" in results else None)
-                if not sustainable:
-                    raise SystemExit("overload needs the batching scenario first, or --sustainable-rps")
-                connections = args.overload_connections
-                delay_ms = connections * 1000.0 / (args.overload_factor * sustainable)
-            if base == "baseline":
-                if not baseline_model:
-                    print(json.dumps({"scenario": name, "skipped": "no --baseline-model"}), flush=True)
-                    continue
-                cmd = [sys.executable, str(ROOT / "benchmarks" / "baseline_pipeline_server.py"), baseline_model,
-                       "--port", str(port)]
+            if base == "batching":
+                bench.batching(name, per_request)
+            elif base == "nobatch":
+                bench.batching(name, per_request, batch_size=1)
+            elif base == "baseline":
+                bench.baseline(name, per_request)
+            elif name == "overload":
+                bench.overload()
+            elif name == "overload_closed":
+                bench.overload_closed(name, args.max_queue)
+            elif name == "overload_closed_deep":
+                bench.overload_closed(name, 2 * int(args.connections * args.overload_factor))
+            elif name == "sigterm":
+                bench.sigterm()
             else:
-                queue = args.max_queue_32 if per_request == 32 else args.max_queue
-                cmd = [sys.executable, "-m", "acceltune", "serve", args.model, "--backend", args.backend,
-                       "--port", str(port), "--max-batch-size", "1" if base == "nobatch" else str(args.max_batch_size),
-                       "--max-wait-ms", str(args.max_wait_ms), "--max-queue", str(queue),
-                       "--max-inputs", str(min(256, queue)), *args.server_arg]
-            results[name] = scenario(name, cmd, port, messages, per_request, connections, args.duration, args.warmup,
-                                     args.threads, None, base != "baseline", base.startswith("overload"), env, workdir,
-                                     delay_ms)
-            if delay_ms:
-                results[name]["offered"] = {"sustainable_rps": sustainable, "target_rps": round(args.overload_factor * sustainable, 1),
-                                            "nominal_delay_ms": round(delay_ms, 1),
-                                            "achieved_vs_sustainable": round(results[name]["requests_per_s"] / sustainable, 2)}
-                print(json.dumps({"scenario": name, "offered": results[name]["offered"]}), flush=True)
-    summary = {"summary": True}
-
-    def rate(name, key="requests_per_s"):
-        return results[name][key] if name in results else None
-
-    if "batching" in results:
-        b = results["batching"]
-        summary["batching_rps"] = b["ok_requests_per_s"]
-        summary["batching_p99_ms"] = b["latency_ms"]["p99"]
-        summary["target_600rps_p99_250ms_no5xx"] = (b["ok_requests_per_s"] >= 600 and b["latency_ms"]["p99"] <= 250
-                                                    and not any(k.startswith("5") for k in b["status_counts"]))
-    if "batching" in results and "nobatch" in results:
-        summary["batching_vs_nobatch"] = round(rate("batching", "ok_requests_per_s") / rate("nobatch", "ok_requests_per_s"), 2)
-        summary["target_1.7x"] = summary["batching_vs_nobatch"] >= 1.7
-    if "batching" in results and "baseline" in results:
-        summary["batching_vs_baseline"] = round(rate("batching", "ok_requests_per_s") / rate("baseline", "ok_requests_per_s"), 2)
-    if "batching32" in results:
-        summary["messages_per_s_32"] = results["batching32"]["messages_per_s"]
-        summary["target_900msg_s"] = summary["messages_per_s_32"] >= 900
-    if "overload" in results:
-        o = results["overload"]
-        other = [k for k in o["status_counts"] if k not in ("200", "429", "503")] + o["probe"]["other"]
-        p99 = o["probe"]["rejection_latency_ms"]["p99"]
-        summary["overload_status_counts"] = o["status_counts"]
-        summary["overload_rejection_p99_ms"] = p99
-        summary["overload_achieved_vs_sustainable"] = o["offered"]["achieved_vs_sustainable"]
-        summary["target_overload"] = (not other and not o["socket_errors"] and p99 is not None and p99 <= 50
-                                      and o["offered"]["achieved_vs_sustainable"] >= args.overload_factor * 0.95)
-    if "overload_closed" in results:
-        summary["overload_closed_rejection_p99_ms"] = results["overload_closed"]["probe"]["rejection_latency_ms"]["p99"]
-    print(json.dumps(summary), flush=True)
+                raise SystemExit(f"unknown scenario {name!r}")
+    s = summary(bench.results, args.overload_factor)
+    s["wall_s"] = round(time.monotonic() - started, 1)
+    print(json.dumps(s), flush=True)
     return 0
 
 

@@ -536,5 +536,9 @@ def test_sigterm_finishes_every_accepted_request(tiny_model_dir, tmp_path):
     assert [r.status_code for r in responses] == [200] * 12, (tmp_path / "server.log").read_text()
     assert [len(r.json()["results"]) for r in responses] == [1 + i % 3 for i in range(12)]
     assert rc == 0, (tmp_path / "server.log").read_text()
+    # The server's own count (benchmarks/serve_load.py's sigterm scenario reads it): every request that entered
+    # the app (the 12 classify calls and the readiness and queue-depth polls) was answered.
+    stopped = re.search(r"stopped: (\d+) requests received, (\d+) answered", (tmp_path / "server.log").read_text())
+    assert stopped is not None and int(stopped.group(1)) == int(stopped.group(2)) >= 13, (tmp_path / "server.log").read_text()
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{base}/healthz", timeout=2)

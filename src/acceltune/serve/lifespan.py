@@ -78,4 +78,6 @@ async def lifespan(app: FastAPI):
                 pass
         for batcher in st.batchers.values():
             await batcher.close()  # finishes everything queued before returning
-        log.info("batchers drained; stopped")
+        m = st.metrics
+        # uvicorn has waited for every request in flight by now: received == answered unless one was cut off.
+        log.info("stopped: %d requests received, %d answered", m.received, m.answered)

@@ -8,6 +8,7 @@ counters are updated once per batch.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -60,6 +61,12 @@ class Metrics:
         self.rejected = Counter("acceltune_rejected_requests", "Requests refused before their batch ran, by reason.",
                                 ("reason",), registry=r)
         self.ready = Gauge("acceltune_ready", "1 once every model is loaded and the server accepts requests.", registry=r)
+        #: HTTP requests that entered the app, and those answered (last body byte sent): plain ints, so the
+        #: shutdown log can say exactly whether SIGTERM left any accepted request unanswered.
+        self.received = 0
+        self.answered = 0
+        self.in_flight = Gauge("acceltune_http_requests_in_flight", "HTTP requests received and not yet answered.", registry=r)
+        self.in_flight.set_function(lambda: self.received - self.answered)
         self._children: dict[tuple[str, int], tuple] = {}
 
     def for_batcher(self, name: str) -> BatcherMetrics:
@@ -74,6 +81,7 @@ class Metrics:
             children = self._children[key] = (self.requests.labels(path, str(status)), self.latency.labels(path))
         children[0].inc()
         children[1].observe(seconds)
+        self.answered += 1
 
 
 class MetricsMiddleware:
@@ -91,6 +99,7 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start = time.perf_counter()
+        self.metrics.received += 1
         path = scope["path"] if scope["path"] in self.known else "other"
         status = 500
 
@@ -104,6 +113,8 @@ class MetricsMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except asyncio.CancelledError:  # cut off (the graceful-shutdown timeout ran out): never answered
+            raise
         except BaseException:
             if status == 500:  # nothing sent: the server answers 500 above us
                 self.metrics.observe_request(path, 500, time.perf_counter() - start)
