@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 import orjson
-from sqlalchemy import and_, exc, func, or_, select, update
+from sqlalchemy import and_, exc, func, literal_column, or_, select, union_all, update
 
 from acceltune.errors import UserError
 from acceltune.monitor import index as index_math
@@ -138,22 +138,33 @@ class Store:
                           "sentiment_sum": changes[e, w, s].sentiment_sum, "negative": changes[e, w, s].negative,
                           "positive": changes[e, w, s].positive} for e, w, s in keys])
         raised = []
-        for entity, window, start in keys:
-            current, history = self._bucket_and_history(c, entity, window, start, rules)
+        for (entity, window, start), (current, history) in zip(keys, self._buckets_and_histories(c, keys, rules)):
             for alert in evaluate(entity, window, current, history, rules):
                 if self._store_alert(c, alert, now):
                     raised.append(alert)
         return raised
 
     @staticmethod
-    def _bucket_and_history(c, entity, window, start, rules: AlertRules) -> tuple[Bucket, list[Bucket]]:
+    def _buckets_and_histories(c, keys, rules: AlertRules) -> list[tuple[Bucket, list[Bucket]]]:
+        """For each (entity, window, start): that bucket and its trailing history (the previous buckets with
+        at least min_items, newest first, at most `history`). One statement for all keys: a UNION ALL of one
+        index-ordered, LIMITed scan per key, so a database's round trips do not grow with the keys."""
         cols = (buckets.c.start, buckets.c.n, buckets.c.sentiment_sum, buckets.c.negative)
-        rows = c.execute(select(*cols).where(buckets.c.entity == entity, buckets.c.window == window,
-                                             buckets.c.start <= start,
-                                             or_(buckets.c.start == start, buckets.c.n >= rules.min_items))
-                         .order_by(buckets.c.start.desc()).limit(rules.history + 1)).all()
-        found = [Bucket(*r) for r in rows]
-        return found[0], found[1:]
+        parts = []
+        for k, (entity, window, start) in enumerate(keys):
+            scan = (select(literal_column(str(k)).label("k"), *cols)
+                    .where(buckets.c.entity == entity, buckets.c.window == window, buckets.c.start <= start,
+                           or_(buckets.c.start == start, buckets.c.n >= rules.min_items))
+                    .order_by(buckets.c.start.desc()).limit(rules.history + 1).subquery())
+            parts.append(select(scan))
+        found: list[list[Bucket]] = [[] for _ in keys]
+        for row in c.execute(union_all(*parts) if len(parts) > 1 else parts[0]):
+            found[row.k].append(Bucket(row.start, row.n, row.sentiment_sum, row.negative))
+        out = []
+        for rows in found:
+            rows.sort(key=lambda b: b.start, reverse=True)
+            out.append((rows[0], rows[1:]))
+        return out
 
     def _store_alert(self, c, alert: Alert, now: int) -> bool:
         stmt = self._insert(alerts).values(
