@@ -45,3 +45,4 @@ def test_an_application_uses_only_the_public_api(app):
     offenders = [f"{p.relative_to(SRC)} imports {m}" for p in files for m in _imports(p)
                  if _application(m) != app and m not in PUBLIC]
     assert offenders == []
+
