@@ -1,6 +1,7 @@
 """MovieLens ml-latest-small, one split, one protocol, side by side: acceltune's sequential recommender,
 most-popular, item-kNN and RecTools 0.19's SASRecModel; then cold start (10% of items held out of training,
-added afterwards with `add-items`). Prints one JSON object.
+added afterwards with `add-items`); then serving latency (a 10,000-item model under 64 connections, wrk).
+Prints one JSON object.
 
     .venv/bin/python benchmarks/recommend_movielens.py --epochs 30 > runs/recommend_movielens.json
 
@@ -162,6 +163,40 @@ def cold_start(args, tmp: Path) -> dict:
             "train_s": round(wall, 2), "epochs": args.cold_epochs}
 
 
+def serving(args, tmp: Path) -> dict:
+    """p99 and requests/s of POST /v1/recommend at 64 connections, a 10,000-item catalogue (synthetic, one training
+    step: latency does not depend on what was learned), histories of 50 items, k=10, wrk closed loop."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from serve_load import free_port, run_wrk, start_server, status_counts
+
+    from acceltune import DataArgs, ModelArgs, TrainArgs, TrainConfig, train
+    from acceltune.recommend.model import MAX_INPUT_TOKENS
+    from acceltune.recommend.task import RecommendSettings, SequentialRecommendation
+
+    rng = np.random.default_rng(args.seed)
+    items = args.serve_items
+    with open(tmp / "serve_events.csv", "w") as f:
+        f.write("user_id,item_id,timestamp\n")
+        for u in range(2000):
+            for t, i in enumerate(rng.integers(0, items, 30)):
+                f.write(f"u{u},{i},{t}\n")
+        for i in range(items):  # every item in the catalogue
+            f.write(f"all,{i},{i}\n")
+    config = TrainConfig(data=DataArgs(train=str(tmp / "serve_events.csv")),
+                         model=ModelArgs(max_length=MAX_INPUT_TOKENS, freeze_embeddings=False),
+                         train=TrainArgs(output_dir=str(tmp / "serve_model"), max_steps=1, batch_size=128, label_smoothing=0.0))
+    train(config, task=SequentialRecommendation(RecommendSettings(max_validation_users=100)), quiet=True)
+    bodies = [json.dumps({"history": [str(i) for i in rng.integers(0, items, 50)], "k": 10}) for _ in range(200)]
+    port = free_port()
+    cmd = [sys.executable, "-m", "acceltune", "recommend", "serve", str(tmp / "serve_model"), "--port", str(port),
+           "--db", f"sqlite:///{tmp / 'serve_events.db'}", "--max-queue", "1024"]
+    with start_server(cmd, port, log_path=tmp / "serve.log") as server:
+        run_wrk(server.url, bodies, args.connections, 3.0, path="/v1/recommend")  # warm-up
+        result = run_wrk(server.url, bodies, args.connections, args.serve_duration, path="/v1/recommend")
+        result["statuses"] = status_counts(server.url, "/v1/recommend")
+    return {"items": items, "connections": args.connections, "history_length": 50, **result}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=30, help="epochs for ours (at most; early stopping) and RecTools")
@@ -170,6 +205,11 @@ def main() -> None:
     p.add_argument("--timeout-s", type=int, default=900, help="RecTools' process")
     p.add_argument("--skip-rectools", action="store_true")
     p.add_argument("--skip-cold-start", action="store_true")
+    p.add_argument("--only-serving", action="store_true", help="run only the serving measurement")
+    p.add_argument("--skip-serving", action="store_true")
+    p.add_argument("--serve-items", type=int, default=10_000)
+    p.add_argument("--serve-duration", type=float, default=10.0)
+    p.add_argument("--connections", type=int, default=64)
     args = p.parse_args()
     if not (DATA / "ratings.csv").is_file():
         sys.exit(f"no MovieLens data at {DATA}: this benchmark reads ../shared/data/movielens_small")
@@ -177,6 +217,10 @@ def main() -> None:
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
+        if args.only_serving:
+            print(json.dumps({"cpu_count": os.cpu_count(), "load_average_at_start": round(load, 2),
+                              "serving": serving(args, tmp), "load_average_at_end": round(os.getloadavg()[0], 2)}, indent=2))
+            return
         out = {"dataset": "movielens ml-latest-small", "epochs": args.epochs, "cpu_count": os.cpu_count(),
                "load_average_at_start": round(load, 2), **main_comparison(args, tmp)}
         ours, rt, pop = out["ours"], out.get("rectools_sasrec", {}), out["most_popular"]
@@ -186,6 +230,8 @@ def main() -> None:
         out["ndcg_vs_most_popular"] = round(ours["ndcg@10"] / max(pop["ndcg@10"], 1e-12), 3)
         if not args.skip_cold_start:
             out["cold_start"] = cold_start(args, tmp)
+        if not args.skip_serving:
+            out["serving"] = serving(args, tmp)
         out["load_average_at_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(out, indent=2))
 

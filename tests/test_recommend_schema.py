@@ -24,7 +24,7 @@ def test_schemathesis_finds_no_disagreement_between_schema_and_recommend_server(
     train(recommend_config(inter, tmp_path / "model", max_steps=2), task=SequentialRecommendation(small_settings()), quiet=True)
     args = ["recommend", "serve", tmp_path / "model", "--db", f"sqlite:///{tmp_path / 'events.db'}"]
     with running_server(args, tmp_path / "server.log") as base:
-        r = subprocess.run([st, "run", f"{base}/openapi.json", "--checks", "all", "--max-examples", "60",
+        r = subprocess.run([st, "run", f"{base}/openapi.json", "--checks", "all", "--max-examples", "30",
                             "--workers", "1", "--seed", "1", "--no-color"],
                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
