@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 
-import httpx
-
+from acceltune.extras import require
 from acceltune.monitor.settings import WebhookSettings
 from acceltune.monitor.store import Store
 
@@ -27,7 +26,8 @@ class WebhookSender:
         self.store, self.settings = store, settings
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread: threading.Thread | None = None
-        self._client = httpx.Client(timeout=settings.webhook_timeout_s)
+        self._httpx = require("httpx", "monitor")  # only a server or ingest with --webhook needs it
+        self._client = self._httpx.Client(timeout=settings.webhook_timeout_s)
 
     def start(self) -> "WebhookSender":
         self._thread = threading.Thread(target=self._run, name="acceltune-monitor-webhook", daemon=True)
@@ -71,7 +71,7 @@ class WebhookSender:
             try:
                 r = self._client.post(s.webhook, json=alert, headers={"Idempotency-Key": alert["key"]})
                 ok, permanent, why = r.is_success, r.status_code in _PERMANENT, f"HTTP {r.status_code}"
-            except httpx.HTTPError as e:
+            except self._httpx.HTTPError as e:
                 ok, permanent, why = False, False, f"{e.__class__.__name__}: {e}"
             self.store.record_attempt(alert["id"], delivered=ok)
             if ok:
