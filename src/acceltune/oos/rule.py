@@ -153,7 +153,7 @@ def fit_rule(data: Calibration, labels: list[str], oos_label: str | None, goal_t
     if score != "auto":
         chosen = score
     elif have_oos:
-        chosen = max(aurocs, key=lambda k: aurocs[k])
+        chosen = max(aurocs, key=lambda k: aurocs[k] or 0.0)  # None: validation holds no in-scope row
     else:
         chosen = FALLBACK_SCORE if FALLBACK_SCORE in fitted else next(iter(fitted))
     v = val_scores[chosen]
