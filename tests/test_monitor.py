@@ -300,3 +300,44 @@ def test_the_webhook_is_retried_until_the_receiver_takes_the_alert(tmp_path):
     assert keys[:3] == [first] * 3 and len(keys) == 4  # failed twice, then taken; the second alert at once
     assert all(k == body for k, body in _FlakyReceiver.seen)  # the idempotency key is the alert's key
     assert store.undelivered_alerts() == [] and all(a["delivered"] for a in store.alerts(None, before=None, limit=5))
+
+
+def test_the_api_ingests_like_the_cli_and_pages_with_cursors(tiny_model_dir, tmp_path):
+    import asyncio
+
+    import httpx
+
+    from acceltune.monitor.api import MonitorRoutes
+    from acceltune.serve import ServeSettings, create_app
+
+    store = Store.open(f"sqlite:///{tmp_path / 'm.db'}")
+    routes = MonitorRoutes(store, tiny_model_dir, index=IndexSettings(windows="1h"), rules=AlertRules(),
+                           webhook=WebhookSettings())
+    app = create_app(ServeSettings(model_dir=tiny_model_dir, backend="torch"), routers=[routes.router])
+    batch = {"items": [{"id": f"h{i}", "timestamp": format_ms(T0 + i * 1000), "text": f"Nokia news {i}",
+                        "entity": "Nokia"} for i in range(5)]}
+
+    async def main():
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", timeout=30) as c:
+                ready = threading.Event()
+                for _ in range(3000):
+                    if app.state.serve.ready:
+                        break
+                    await asyncio.to_thread(ready.wait, 0.01)  # bounded poll of readiness
+                first, again = await c.post("/v1/items", json=batch), await c.post("/v1/items", json=batch)
+                page1 = (await c.get("/v1/items", params={"entity": "Nokia", "limit": 3})).json()
+                page2 = (await c.get("/v1/items", params={"entity": "Nokia", "limit": 3, "cursor": page1["next_cursor"]})).json()
+                index = (await c.get("/v1/index", params={"entity": "Nokia", "window": "1h"})).json()
+                bad = await c.get("/v1/index", params={"entity": "Nokia", "window": "1h", "since": "yesterday"})
+                unknown = await c.get("/v1/index", params={"entity": "Nokia", "window": "1d"})
+                return first.json(), again.json(), page1, page2, index, bad, unknown
+
+    first, again, page1, page2, index, bad, unknown = asyncio.run(main())
+    assert (first["inserted"], first["duplicates"], again["inserted"], again["duplicates"]) == (5, 0, 0, 5)
+    assert [i["id"] for i in page1["items"]] == ["h4", "h3", "h2"] and page2["next_cursor"] is None
+    assert [i["id"] for i in page2["items"]] == ["h1", "h0"]
+    expected = sum(r["sentiment"] for r in page1["items"] + page2["items"]) / 5
+    assert index["points"][0]["n"] == 5 and abs(index["points"][0]["index"] - expected) < 1e-9
+    assert bad.status_code == 422 and "since" in bad.json()["error"]["message"]
+    assert unknown.status_code == 404 and "1h" in unknown.json()["error"]["message"]
