@@ -142,6 +142,22 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_results(tiny_mode
     assert sample(app, "acceltune_tokens_total", CLASSIFY) > sample(app, "acceltune_inputs_total", CLASSIFY)
 
 
+def test_two_batch_workers_give_each_request_its_own_results(tiny_model_dir, predictor):
+    requests = [TEXTS[i % len(TEXTS):][:1 + i % 3] or TEXTS[:1] for i in range(24)]
+
+    async def main():
+        async with serving(settings(tiny_model_dir, max_wait_ms=0, max_batch_size=4, batch_workers=2), predictor) as c:
+            responses = await asyncio.gather(*(c.post("/v1/classify", json={"inputs": r}) for r in requests))
+            return responses, c.app
+
+    responses, app = asyncio.run(main())
+    assert app.state.serve.batchers["classify"].workers == 2
+    for texts, r in zip(requests, responses):
+        assert r.status_code == 200, r.text
+        assert [g["label"] for g in r.json()["results"]] == [w["label"] for w in predictor.predict(texts)]
+    assert sample(app, "acceltune_inputs_total", CLASSIFY) == sum(len(r) for r in requests)
+
+
 def test_requests_with_different_top_k_in_one_batch_each_get_theirs(tiny_model_dir, predictor):
     p, backend = gated(predictor)
     backend.gate.set()
@@ -396,6 +412,45 @@ def test_settings_refuse_impossible_limits(tiny_model_dir):
         settings(tiny_model_dir, max_batch_size=0)
 
 
+def test_batch_workers_share_out_the_inference_threads(tiny_model_dir):
+    import dataclasses
+
+    from acceltune.cpu import usable_cpu_count
+
+    assert settings(tiny_model_dir).threads is None  # one worker: the backend takes every usable core
+    two = settings(tiny_model_dir, batch_workers=2)
+    assert two.threads == max(1, usable_cpu_count() // 2)
+    assert dataclasses.replace(two, max_queue=512).threads == two.threads  # shared out once, not again
+    assert settings(tiny_model_dir, batch_workers=64).threads == 1
+    assert settings(tiny_model_dir, batch_workers=2, threads=3).threads == 3  # given: per worker
+    with pytest.raises(UserError, match="--batch-workers"):
+        settings(tiny_model_dir, batch_workers=0)
+
+
+def test_batch_workers_run_that_many_batches_at_once():
+    from acceltune.serve.batcher import Batcher
+
+    # Each call waits for a second call to be in flight: with one worker the barrier breaks (timeout).
+    both_running = threading.Barrier(2, timeout=30)
+    threads_seen = set()
+
+    def fn(inputs):
+        both_running.wait()
+        threads_seen.add(threading.get_ident())
+        return [x * 10 for x in inputs]
+
+    async def main():
+        batcher = Batcher(fn, name="two", max_batch_size=1, max_wait_s=0, workers=2)
+        batcher.start()
+        try:
+            return await asyncio.gather(batcher.submit([1]), batcher.submit([2]))
+        finally:
+            await batcher.close()
+
+    assert asyncio.run(main()) == [[10], [20]]
+    assert len(threads_seen) == 2 and not both_running.broken
+
+
 def test_serve_flags_are_generated_from_the_settings_with_the_same_names_and_defaults(tiny_model_dir):
     import argparse
     import dataclasses
@@ -409,7 +464,7 @@ def test_serve_flags_are_generated_from_the_settings_with_the_same_names_and_def
     flags = {o for a in parser._actions for o in a.option_strings} - {"-h", "--help"}
     assert flags == {"--backend", "--device", "--host", "--port", "--max-batch-size", "--max-batch-tokens", "--max-wait-ms",
                      "--max-queue", "--api-key-file", "--request-timeout-s", "--max-inputs", "--max-payload-bytes",
-                     "--inference-nice", "--access-log"}
+                     "--inference-nice", "--access-log", "--batch-workers"}
     args = parser.parse_args([str(tiny_model_dir)])
     values = dataclass_values(args, ServeSettings, exclude=NOT_FLAGS)
     defaults = {f.name: f.default for f in dataclasses.fields(ServeSettings) if f.name not in NOT_FLAGS}

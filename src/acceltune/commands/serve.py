@@ -1,6 +1,6 @@
 """`acceltune serve MODEL_DIR`: the HTTP model server (FastAPI + uvicorn) with dynamic batching.
 
-One process, one model, one batching worker thread; see docs/serving.md for the API. SIGTERM (or
+One process, one model, one batching worker thread (or --batch-workers N); see docs/serving.md for the API. SIGTERM (or
 Ctrl-C) stops accepting connections, finishes every accepted request, drains the batch queue and
 exits 0. The flags are generated from acceltune.serve.settings.ServeSettings (acceltune.serve.runner,
 which the applications' servers share).

@@ -2,11 +2,12 @@
 
 A batch function takes a list of inputs and returns one result per input, in order (e.g. the classify
 route's: texts -> result dicts). Requests are queued on the event loop (``submit``, non-blocking,
-bounded) and one worker thread per batcher forms batches: it takes the oldest request, then waits up to
-``max_wait_s`` after that request arrived for others, until ``max_batch_size`` inputs are queued. A
-request is never split across batches. The worker runs the batch function off the event loop, then
-hands all of the batch's results back to the loop in one callback. Several batchers (one per model or
-route) may run in one app.
+bounded) and the batcher's worker thread(s) form batches: a free worker takes the oldest request, then
+waits up to ``max_wait_s`` after that request arrived for others, until ``max_batch_size`` inputs are
+queued. A request is never split across batches. The worker runs the batch function off the event loop,
+then hands all of the batch's results back to the loop in one callback. With ``workers`` > 1 that many
+batches run at once (the batch function must be thread-safe: an ONNX Runtime session is). Several
+batchers (one per model or route) may run in one app.
 """
 
 from __future__ import annotations
@@ -70,8 +71,11 @@ class Job:
 
 class Batcher:
     def __init__(self, fn: BatchFunction, *, name: str = "batch", max_batch_size: int = 64, max_wait_s: float = 0.002,
-                 max_queue: int = 256, metrics: "BatcherMetrics | None" = None, nice: int = 0):
+                 max_queue: int = 256, metrics: "BatcherMetrics | None" = None, nice: int = 0, workers: int = 1):
+        if workers < 1:
+            raise ValueError("a batcher needs at least one worker")
         self.fn = fn
+        self.workers = workers
         self.name = name
         self.nice = nice
         self.max_batch_size = max_batch_size
@@ -83,15 +87,17 @@ class Batcher:
         self._cond = threading.Condition(threading.Lock())
         self._closing = False
         self._hurry = False  # shutting down: run what is queued without waiting for fuller batches
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- event-loop side -------------------------------------------------------------------------
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._loop = loop or asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._run, name=f"acceltune-batcher-{self.name}", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._run, name=f"acceltune-batcher-{self.name}" + (f"-{i}" if i else ""),
+                                          daemon=True) for i in range(self.workers)]
+        for thread in self._threads:
+            thread.start()
         if self.metrics is not None:
             self.metrics.queue_depth.set_function(lambda: self._queued_inputs)
 
@@ -105,7 +111,8 @@ class Batcher:
 
     @property
     def worker_native_id(self) -> int | None:
-        return self._thread.native_id if self._thread is not None else None
+        """The first worker's thread id."""
+        return self._threads[0].native_id if self._threads else None
 
     def submit(self, inputs: list, timeout_s: float | None = None) -> asyncio.Future:
         """Queue one request's inputs; the future resolves to their results, in order (or a Batcher exception).
@@ -160,16 +167,16 @@ class Batcher:
 
     def _wake(self) -> None:
         with self._cond:
-            self._cond.notify()
+            self._cond.notify_all()
 
     async def close(self) -> None:
         """Stop accepting, finish everything queued, stop the worker."""
         with self._cond:
             self._closing = True
-            self._cond.notify()
-        if self._thread is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
-            self._thread = None
+            self._cond.notify_all()
+        for thread in self._threads:
+            await asyncio.get_running_loop().run_in_executor(None, thread.join)
+        self._threads = []
 
     # ---- worker thread ---------------------------------------------------------------------------
 
