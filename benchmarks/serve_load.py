@@ -374,7 +374,9 @@ class Bench:
         """Paced: overload_factor x the sustainable rate, offered by overload_connections connections."""
         a = self.args
         sustainable = self.sustainable()
-        connections = a.overload_connections
+        # Enough connections for the rate, few enough that each sends ~10 requests in the run (a slow machine's
+        # low rate over 1,024 connections would leave each waiting longer than the run).
+        connections = max(1, min(a.overload_connections, int(a.overload_factor * sustainable * a.duration / 10)))
         delay_ms = nominal = connections * 1000.0 / (a.overload_factor * sustainable)
         port = free_port()
         bodies = message_bodies(self.messages)
@@ -494,7 +496,8 @@ def main() -> int:
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--overload-factor", type=float, default=4.0, help="overload: this many times the sustainable request rate")
     p.add_argument("--overload-connections", type=int, default=1024,
-                   help="connections that share the paced overload (each waits connections/rate between its requests)")
+                   help="connections that share the paced overload (each waits connections/rate between its requests; "
+                        "fewer when the rate is too low for each to send ~10 requests in --duration)")
     p.add_argument("--sustainable-rps", type=float, help="the sustainable rate for overload (default: the batching run's)")
     p.add_argument("--threads", type=int, default=1, help="wrk threads")
     p.add_argument("--max-batch-size", type=int, default=64)
