@@ -323,3 +323,27 @@ def test_train_with_an_oos_label_end_to_end(tiny_model_dir, tmp_path):
 
     r = run_cli("train", "--train", data, "--model", tiny_model_dir, "--output-dir", tmp_path / "bad", "--oos-goal", "recall=2")
     assert r.returncode == 2 and "--oos-goal" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_classify_answers_carry_the_rule_decisions(tiny_model_dir, tmp_path):
+    import asyncio
+
+    from test_serve import serving, settings
+
+    from acceltune.serve.schemas import ClassifyResponse
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    rule = attach_rule(model, varied_texts())
+    predictor = Predictor(model)
+    texts = varied_texts(8, seed=5)
+
+    async def main():
+        async with serving(settings(model), predictor) as c:
+            return (await c.post("/v1/classify", json={"inputs": texts, "top_k": 2})).json(), (await c.get("/v1/model")).json()
+
+    body, described = asyncio.run(main())
+    want = predictor.predict(texts, top_k=2)
+    assert [(r["oos"], r["oos_score"]) for r in body["results"]] == [(w["oos"], w["oos_score"]) for w in want]
+    ClassifyResponse.model_validate(body)  # the documented schema holds the new fields
+    assert described["oos"] == {"score": "mahalanobis", "threshold": rule.threshold, "goal": rule.goal, "label": "oos"}
