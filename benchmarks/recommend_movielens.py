@@ -103,7 +103,7 @@ def main_comparison(args, tmp: Path) -> dict:
                        "best_step": metrics["best_step"], "steps": metrics["global_steps"], "precision": metrics["precision"]}}
     for name, m in metrics["baselines"].items():
         result[name] = {k: m[k] for k in ("hr@10", "ndcg@10", "recall@20", "mrr")}
-        result[name]["train_s"] = None  # fitted inside the report, seconds
+        result[name]["train_s"] = None  # fitted and scored inside our run (Task.finalize), not timed apart
     if args.skip_rectools:
         return result
     # RecTools: the same events before each test item (training + validation), same test targets.

@@ -116,6 +116,16 @@ def test_the_model_learns_the_planted_pattern_that_popularity_cannot(trained):
     assert answer.strategy == "sequence" and answer.items[0] == "i10", answer
 
 
+@pytest.mark.parametrize("objective", [{"objective": "masked", "masked_copies": 2}, {"negatives": 10}],
+                         ids=["masked", "sampled-negatives"])
+def test_the_masked_and_the_sampled_softmax_objectives_learn_it_too(tmp_path, objective):
+    inter, _ = write_planted(tmp_path, users=120)
+    result = train(recommend_config(inter, tmp_path / "model", eval_every=1000), quiet=True,
+                   task=SequentialRecommendation(small_settings(**objective)))
+    test, pop = result.metrics["test"], result.metrics["baselines"]["most_popular"]
+    assert test["ndcg@10"] > 0.4 and test["ndcg@10"] > 2 * pop["ndcg@10"], (test, pop)
+
+
 def test_unknown_users_get_popular_and_fresh_items_and_unknown_history_items_are_reported(trained):
     r = Recommender(trained[0])
     cold, mixed = r.recommend([Query(history=[], k=5), Query(history=["i3", "nope"], k=5, exclude=["i4"])])

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-EXCLUDED = -1e9
-"""Score given to excluded items (finite: the cross-entropy of an excluded target stays a number)."""
+from acceltune.recommend.model import EXCLUDED  # the score excluded items get, the same in the model's evaluation
 CUTOFFS = (10, 20)
 
 

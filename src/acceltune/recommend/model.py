@@ -32,7 +32,8 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[MASK]")
 PAD_ID, UNK_ID, MASK_ID = 0, 1, 2
 ITEM_OFFSET = len(SPECIAL_TOKENS)
 OBJECTIVES = ("causal", "masked")
-EXCLUDED = -1e9  # = metrics.EXCLUDED, kept here so the model has no numpy dependency at scoring time
+EXCLUDED = -1e9
+"""Score of excluded items (finite: the cross-entropy of an excluded target stays a number)."""
 
 
 @dataclass
