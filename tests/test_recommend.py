@@ -133,20 +133,64 @@ def test_unknown_users_get_popular_and_fresh_items_and_unknown_history_items_are
     assert mixed.strategy == "sequence" and mixed.unknown_items == ["nope"] and "i4" not in mixed.items
 
 
-def test_a_cold_item_is_recommendable_after_add_items(trained):
-    model_dir, _, tmp = trained
-    new = tmp / "new.csv"
-    # The cold item carries the text of i20 (the successor of i19) under a new id; i20 itself is excluded.
-    new.write_text("item_id,title\nfresh1,red lamp 20\ni5,red lamp 5\n")
-    assert add_items(model_dir, str(new)) == (1, 1)  # i5 is there already: skipped
-    assert add_items(model_dir, str(new)) == (0, 2)  # the same file again changes nothing
+TOPICS = {
+    "jazz": ["saxophone record", "trumpet album", "piano trio live", "bebop session", "swing band LP", "cool jazz quartet",
+             "big band concert", "blues ballad vinyl", "fusion record"],
+    "soccer": ["football boots", "goalkeeper gloves", "match ball", "shin guards", "team jersey", "training cones",
+               "penalty kick drill", "stadium scarf", "referee whistle"],
+    "cooking": ["chef knife", "cast iron pan", "pasta recipe book", "spice rack", "baking tray", "wooden spoon set",
+                "pressure cooker", "soup pot", "garlic press"],
+    "space": ["telescope lens", "rocket model kit", "star map poster", "planet globe", "astronaut figure", "moon lamp",
+              "galaxy puzzle", "mars rover toy", "satellite replica"],
+    "garden": ["flower seeds", "watering can", "pruning shears", "compost bin", "garden hose", "tulip bulbs", "lawn rake",
+               "plant pots", "herb planter"],
+}
+"""Five topics of nine items; the last item of each is held out of training and added later with add-items."""
+
+
+def write_topics(tmp: Path, users: int = 200, seed: int = 0) -> tuple[Path, Path, Path]:
+    """Each user interacts with 6 of the 8 training items of one topic, in random order: the next item is one of
+    the topic's, which only the item text (the topic's name in every title) tells a new item apart by."""
+    rng = random.Random(seed)
+    inter, items, new = tmp / "interactions.csv", tmp / "items.csv", tmp / "new.csv"
+    names = list(TOPICS)
+    with open(items, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["item_id", "title"])
+        for t in names:
+            w.writerows([f"{t}{j}", f"{t}: {title}"] for j, title in enumerate(TOPICS[t][:-1]))
+    with open(inter, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["user_id", "item_id", "timestamp"])
+        for u in range(users):
+            t = names[u % len(names)]
+            w.writerows([f"u{u}", f"{t}{j}", s] for s, j in enumerate(rng.sample(range(len(TOPICS[t]) - 1), 6)))
+    with open(new, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["item_id", "title"])
+        w.writerows([f"new_{t}", f"{t}: {TOPICS[t][-1]}"] for t in names)
+        w.writerow(["jazz0", "jazz: saxophone record"])  # already in the model: skipped
+    return inter, items, new
+
+
+def test_a_cold_item_is_recommendable_after_add_items(tmp_path):
+    inter, items, new = write_topics(tmp_path)
+    train(recommend_config(inter, tmp_path / "model", eval_every=1000), quiet=True,
+          task=SequentialRecommendation(small_settings(items=str(items))))
+    model_dir = tmp_path / "model"
+    assert add_items(model_dir, str(new)) == (len(TOPICS), 1)
+    assert add_items(model_dir, str(new)) == (0, len(TOPICS) + 1)  # the same file again changes nothing
     rec = Recommender(model_dir)
-    assert rec.num_items == NUM_ITEMS + 1
-    [answer] = rec.recommend([Query(history=["i17", "i18", "i19"], k=10, exclude=["i20"])])
-    assert "fresh1" in answer.items, answer
-    # Fresh items follow the popular ones for users without history.
-    [cold] = rec.recommend([Query(history=[], k=NUM_ITEMS + 1)])
-    assert cold.items[-1] == "fresh1"
+    assert rec.num_items == len(TOPICS) * (len(next(iter(TOPICS.values()))))
+    for t in TOPICS:
+        # Three items of the topic seen: 5 unseen training items of it remain, and the new one must come right
+        # after them, ahead of every item of the other topics (scored from its text alone).
+        [answer] = rec.recommend([Query(history=[f"{t}0", f"{t}1", f"{t}2"], k=6)])
+        assert f"new_{t}" in answer.items, (t, answer)
+        assert all(i.startswith((t, f"new_{t}")) for i in answer.items), (t, answer)
+    # Fresh items follow the popular ones for users without history, newest first.
+    [cold] = rec.recommend([Query(history=[], k=rec.num_items)])
+    assert cold.items[-len(TOPICS):] == [f"new_{t}" for t in reversed(TOPICS)], cold.items
 
 
 def test_onnx_export_scores_as_the_model_does(trained, tmp_path):
