@@ -85,7 +85,7 @@ def train_ours(interactions: Path, items: Path, out: Path, epochs: int, seed: in
     config = TrainConfig(data=DataArgs(train=str(interactions)),
                          model=ModelArgs(max_length=MAX_INPUT_TOKENS, freeze_embeddings=False), train=args)
     started = time.perf_counter()
-    result = train(config, task=SequentialRecommendation(RecommendSettings(items=str(items))), quiet=True)
+    result = train(config, task=SequentialRecommendation(RecommendSettings(items=str(items)), text_cache_dir=out), quiet=True)
     return result.metrics, time.perf_counter() - started
 
 

@@ -298,3 +298,21 @@ def test_a_posted_event_is_stored_and_changes_the_next_recommendation(trained, d
     assert unknown["unknown_items"] == ["zzz"] and "i8" not in [i["item_id"] for i in unknown["items"]]
     assert r["known_user"].json()["user_known"] and len(r["known_user"].json()["items"]) == 10
     assert r["bad"].status_code == 422 and r["bad_event"].status_code == 422
+
+
+def test_item_text_embeddings_are_cached_by_encoder_and_texts(tmp_path, monkeypatch):
+    from acceltune import resolve_model
+    from acceltune.recommend import text as text_module
+
+    calls = []
+    real = text_module.encode_texts
+    monkeypatch.setattr(text_module, "encode_texts", lambda path, texts: calls.append(len(texts)) or real(path, texts))
+    encoder = resolve_model("minilm")
+    first = text_module.cached_text_embeddings(encoder, ["jazz: trumpet album", "soccer: match ball"], tmp_path)
+    again = text_module.cached_text_embeddings(encoder, ["jazz: trumpet album", "soccer: match ball"], tmp_path)
+    changed = text_module.cached_text_embeddings(encoder, ["jazz: trumpet album", "garden: lawn rake"], tmp_path)
+    assert calls == [2, 2]  # the second call read the cache; a changed text encodes again
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_allclose(first[0], changed[0], atol=1e-5)
+    assert not np.allclose(first[1], changed[1])
+    assert (tmp_path / text_module.TEXT_CACHE_FILE).is_file()

@@ -71,7 +71,7 @@ def _train(args: argparse.Namespace) -> int:
     config = TrainConfig(data=DataArgs(train=args.interactions),
                          model=ModelArgs(model=args.text_encoder, max_length=MAX_INPUT_TOKENS, freeze_embeddings=False),
                          train=train_args)
-    result = train(config, task=SequentialRecommendation(settings))
+    result = train(config, task=SequentialRecommendation(settings, text_cache_dir=args.output_dir))
     test = result.metrics.get("test", {})
     base = result.metrics.get("baselines", {})
     line = f"test NDCG@10 {test.get('ndcg@10', float('nan')):.4f} · HR@10 {test.get('hr@10', float('nan')):.4f}"

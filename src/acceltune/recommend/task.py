@@ -163,8 +163,11 @@ class SequentialRecommendation(Task):
 
     head_modules = ()  # nothing pretrained: one learning rate for the whole model
 
-    def __init__(self, settings: RecommendSettings | None = None):
+    def __init__(self, settings: RecommendSettings | None = None, text_cache_dir: str | Path | None = None):
+        """``text_cache_dir``: where the item text embeddings are kept between runs (the output directory:
+        a resumed run does not encode the catalogue again); None: encoded every run."""
         self.settings = settings or RecommendSettings()
+        self.text_cache_dir = text_cache_dir
 
     def read(self, interactions_path: str) -> Interactions:
         s = self.settings
@@ -209,9 +212,9 @@ class SequentialRecommendation(Task):
         catalogue = splits.catalogue
         text = None
         if self.settings.text and catalogue.has_text:
-            from acceltune.recommend.text import encode_texts
+            from acceltune.recommend.text import cached_text_embeddings
 
-            text = torch.from_numpy(encode_texts(model_path, catalogue.texts))
+            text = torch.from_numpy(cached_text_embeddings(model_path, catalogue.texts, self.text_cache_dir))
         config = self.settings.model_config(len(catalogue), 0 if text is None else text.shape[1])
         model = SequenceRecommender(config, text)
         # Not weights, but part of the model directory: which item each row is, and what serving starts from.

@@ -1,13 +1,22 @@
 """Item text → one vector per item, computed once: a sentence encoder (default: the packaged MiniLM,
 all-MiniLM-L6-v2) with mean pooling and L2 normalisation, as sentence-transformers uses it.
-Items without text get a zero vector (their score then comes from the id embedding alone)."""
+Items without text get a zero vector (their score then comes from the id embedding alone).
+
+Encoding is the slow part of a short training run (thousands of titles through a transformer on a CPU), so
+``cached_text_embeddings`` keeps the result in the output directory, keyed by the encoder and every text:
+a resumed or repeated run with the same catalogue reads it instead of encoding again."""
 
 from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
 
 import numpy as np
 
 TEXT_MAX_TOKENS = 64  # titles, genres and short descriptions; longer text is truncated
-TEXT_BATCH = 128
+TEXT_BATCH = 256  # sorted by length, so a batch of short titles pads little
+TEXT_CACHE_FILE = "item_text_cache.npz"
 
 
 def encode_texts(model_path: str, texts: list[str]) -> np.ndarray:
@@ -30,3 +39,30 @@ def encode_texts(model_path: str, texts: list[str]) -> np.ndarray:
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
             out[rows] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
     return out
+
+
+def cache_key(model_path: str, texts: list[str]) -> str:
+    h = hashlib.sha256(f"{Path(model_path).resolve() if Path(model_path).exists() else model_path}\0{TEXT_MAX_TOKENS}".encode())
+    for t in texts:
+        h.update(b"\0" + t.encode())
+    return h.hexdigest()
+
+
+def cached_text_embeddings(model_path: str, texts: list[str], cache_dir: str | Path | None) -> np.ndarray:
+    """encode_texts, read from ``cache_dir``/TEXT_CACHE_FILE when it holds these texts by this encoder
+    (written there, atomically, when it does not; no cache_dir: encode)."""
+    if cache_dir is None:
+        return encode_texts(model_path, texts)
+    path = Path(cache_dir) / TEXT_CACHE_FILE
+    key = cache_key(model_path, texts)
+    if path.is_file():
+        with np.load(path) as cached:
+            if str(cached["key"]) == key:
+                return cached["embeddings"]
+    embeddings = encode_texts(model_path, texts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, key=np.array(key), embeddings=embeddings)
+    os.replace(tmp, path)
+    return embeddings
