@@ -45,3 +45,20 @@ def running_server(args: Sequence[str], log: Path, *, ready_within_s: float = 60
             rc = proc.wait(30)
         # After the body (not when it failed): SIGTERM drains the server and it exits 0.
         assert rc == 0, f"exit code {rc} after SIGTERM: " + log.read_text()[-3000:]
+
+
+def assert_schemathesis_finds_nothing(base: str, cwd: Path, max_examples: int) -> None:
+    """schemathesis with all checks against the running server's /openapi.json: no disagreement between what
+    the schema promises and what the server does (skipped where schemathesis is not installed)."""
+    import shutil
+
+    import pytest
+
+    pytest.importorskip("schemathesis", reason="pip install schemathesis (in the dev extra)")
+    st = shutil.which("st", path=str(Path(sys.executable).parent)) or shutil.which("st")
+    assert st, "schemathesis is installed but its 'st' command is not on PATH"
+    r = subprocess.run([st, "run", f"{base}/openapi.json", "--checks", "all", "--max-examples", str(max_examples),
+                        "--workers", "1", "--seed", "1", "--no-color"],
+                       cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
+    assert "No issues found" in r.stdout and "passed" in r.stdout, r.stdout[-3000:]

@@ -9,11 +9,11 @@ import re
 import httpx
 
 from browser import rendered_dom
-from test_serve_schema import running_server
+from servers import running_server
 
 
 def test_docs_page_lists_every_route_in_headless_chromium(tiny_model_dir, tmp_path):
-    with running_server(tiny_model_dir, tmp_path / "server.log") as base:
+    with running_server(["serve", tiny_model_dir, "--backend", "torch"], tmp_path / "server.log") as base:
         paths = set(httpx.get(f"{base}/openapi.json", timeout=10).json()["paths"])
         dom = rendered_dom(f"{base}/docs", tmp_path / "profile")
     assert "Unable to render" not in dom, dom[-3000:]
