@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev]"  # dev = all extras (serve, export, cpu, tensorboard) + test tools
+	$(BIN)/python -m pip install -q -e ".[dev]"  # dev = all extras (see pyproject.toml) + test tools
 	touch $@
 
 demo: setup
