@@ -38,7 +38,7 @@ def safe_url(url: str) -> str:
         return "<unparseable URL>"
 
 
-def engine_for(url: str, *, create_dir: bool = True) -> "Engine":
+def engine_for(url: str) -> "Engine":
     """An engine that has connected once (so a wrong URL fails here, in one line)."""
     require("sqlalchemy", "store")
     from sqlalchemy import create_engine, event, exc
@@ -50,7 +50,7 @@ def engine_for(url: str, *, create_dir: bool = True) -> "Engine":
         raise UserError(f"--db {url!r} is not a database URL; use e.g. sqlite:///monitor.db or "
                         "postgresql://user@host/dbname") from None
     sqlite = parsed.get_backend_name() == "sqlite"
-    if sqlite and parsed.database not in (None, "", ":memory:") and create_dir:
+    if sqlite and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     try:
         engine = create_engine(parsed, pool_pre_ping=not sqlite,
