@@ -25,7 +25,8 @@ def require(module: str, extra: str) -> ModuleType:
 
 def installed_extras() -> dict[str, bool]:
     """Each optional part (an extra in the package metadata, i.e. pyproject.toml) -> whether all its
-    packages are installed. Aggregates (all, dev: they name acceltune itself) are left out."""
+    packages are installed, counting the extras it names (``assistant`` needs ``serve`` and ``store``).
+    ``all`` and the extras built on it (``dev``) are left out: they say nothing about one part."""
     import importlib.metadata as md
 
     from packaging.requirements import Requirement
@@ -35,13 +36,17 @@ def installed_extras() -> dict[str, bool]:
         requirements = [Requirement(r) for r in md.requires("acceltune") or []]
     except md.PackageNotFoundError:  # run from a source tree that was never installed
         return {}
-    out = {}
+    own: dict[str, list[str]] = {}
+    named: dict[str, set[str]] = {}
     for extra in meta.get_all("Provides-Extra") or []:
         wanted = [r for r in requirements if r.marker is not None and r.marker.evaluate({"extra": extra})]
-        if any(r.name == "acceltune" for r in wanted):
-            continue
-        out[extra] = all(_has_distribution(r.name) for r in wanted)
-    return out
+        own[extra] = [r.name for r in wanted if r.name != "acceltune"]
+        named[extra] = {e for r in wanted if r.name == "acceltune" for e in r.extras}
+
+    def installed(extra: str) -> bool:
+        return all(map(_has_distribution, own.get(extra, []))) and all(map(installed, named.get(extra, ())))
+
+    return {extra: installed(extra) for extra in own if extra != "all" and "all" not in named[extra]}
 
 
 def _has_distribution(name: str) -> bool:
