@@ -33,3 +33,18 @@ def test_dashboard_charts_the_index_and_shows_the_alert_in_headless_chromium(int
     assert "index -0.800 over 4 items (2024-05-01T04:00:00.000Z)" in dom
     assert re.search(r'<li class="alert" data-rule="negative_share">Nokia 1h from 2024-05-01T04:00:00.000Z: 100% of 4 items', dom)
     assert dom.count('<tr class="item">') == 16 and ">negative</td>" in dom
+
+
+def test_with_api_keys_the_dashboard_asks_for_one_and_uses_a_key_from_its_link(int8_dir, tmp_path):
+    browser_or_skip()
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    Store.open(db).write_batch([_row("a", T0, 0.5, ("Nokia",), "positive")], model_version="v",
+                               windows=IndexSettings().spans, rules=AlertRules())
+    keys = tmp_path / "keys"
+    keys.write_text("k1\n")
+    with running_server(["monitor", "serve", int8_dir, "--db", db, "--api-key-file", keys], tmp_path / "server.log") as base:
+        asked = rendered_dom(f"{base}/", tmp_path / "profile1", budget_ms=3000)
+        keyed = rendered_dom(f"{base}/#key=k1", tmp_path / "profile2", budget_ms=6000)
+    assert 'data-state="unauthorized"' in asked and '<form id="key-form">' in asked, asked[-3000:]  # shown, not hidden
+    assert 'data-state="ok"' in keyed and '<form id="key-form" hidden="">' in keyed, keyed[-3000:]
+    assert '<div class="chart" data-entity="Nokia">' in keyed

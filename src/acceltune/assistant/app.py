@@ -18,8 +18,6 @@ def create_assistant_app(settings: ServeSettings, replies: Replies, store: Conve
                          on_load_error: Callable[[BaseException], None] | None = None, **routes_options):
     """``routes_options``: AssistantRoutes' (predictor_factory, purge_every_s)."""
     routes = AssistantRoutes(settings.model_dir, replies, store, **routes_options)
-    app = create_app(settings, routers=[routes.router], on_load_error=on_load_error, title="acceltune assistant",
-                     description=DESCRIPTION)
     # The page holds no data: served without the API key (its API calls send one), like the probes.
-    app.include_router(page_router())
-    return app
+    return create_app(settings, routers=[routes.router], pages=[page_router()], on_load_error=on_load_error,
+                      title="acceltune assistant", description=DESCRIPTION)

@@ -5,7 +5,8 @@
     GET  /v1/items      the latest items, of one entity or all (cursor pages)
     GET  /v1/alerts     the latest alerts (cursor pages)
     GET  /v1/entities   entities by item count (what the dashboard charts)
-    GET  /              the dashboard (static page, scripts and uPlot served from this package)
+    GET  /              the dashboard (static page, scripts and uPlot served from this package); ``page_router``
+                        serves it without the API key (it holds no data; its script sends the key it is given)
 """
 
 from __future__ import annotations
@@ -97,8 +98,9 @@ class MonitorRoutes:
                         summary="The latest alerts", responses=GET_ERRORS)
         r.add_api_route("/v1/entities", self.get_entities, methods=["GET"], response_model=schemas.EntitiesResponse,
                         summary="Entities by item count", responses=GET_ERRORS)
-        r.add_api_route("/", self.dashboard, methods=["GET"], include_in_schema=False)
-        r.add_api_route("/static/{name}", self.static, methods=["GET"], include_in_schema=False)
+        page = self.page_router = APIRouter(include_in_schema=False)
+        page.add_api_route("/", self.dashboard, methods=["GET"])
+        page.add_api_route("/static/{name}", self.static, methods=["GET"])
         shared = [route for route in r.routes if isinstance(route, SharedPathRoute)]
         for route in shared:
             route.allow = ", ".join(sorted({m for other in shared if other.path == route.path for m in other.methods}))

@@ -131,6 +131,6 @@ def _serve(args) -> int:
     routes = MonitorRoutes(Store.open(args.db), args.model_dir, index=index, rules=rules, webhook=hook,
                            tagger=_tagger(args))
     return run_server(lambda on_load_error: create_app(
-        settings, routers=[routes.router], on_load_error=on_load_error, title="acceltune monitor",
+        settings, routers=[routes.router], pages=[routes.page_router], on_load_error=on_load_error, title="acceltune monitor",
         description="Financial news sentiment: items, an index per entity, alerts. See docs/monitor.md."),
         settings, access_log=args.access_log)

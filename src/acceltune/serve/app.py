@@ -4,7 +4,8 @@ the shared state, API-key auth, limits, load shedding, metrics and SIGTERM drain
 An application adds its own APIRouter(s): a router starts its batchers from its lifespan
 (acceltune.serve.lifespan.start_batcher, which also declares the paths shed while a batcher is full)
 and its handlers use acceltune.serve.handlers. Without ``routers`` the app serves /v1/classify and
-/v1/model over ``settings.model_dir`` (routes/classify.py).
+/v1/model over ``settings.model_dir`` (routes/classify.py). ``pages`` are routers served without the API
+key, like the probes: static pages that hold no data and whose scripts send the key the user gives them.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from acceltune.serve.state import ServeState
 
 
 def create_app(settings: ServeSettings, routers: Sequence[APIRouter] | None = None, *,
+               pages: Sequence[APIRouter] = (),
                on_load_error: Callable[[BaseException], None] | None = None,
                title: str = "acceltune serve",
                description: str = "Text classification with dynamic batching. See docs/serving.md.") -> FastAPI:
@@ -43,13 +45,14 @@ def create_app(settings: ServeSettings, routers: Sequence[APIRouter] | None = No
     metrics = Metrics()
     app.state.serve = ServeState(settings=settings, metrics=metrics, on_load_error=on_load_error)
     auth = [Depends(require_api_key)] if settings.api_keys else []
-    app.include_router(probes.router)
+    for page in (probes.router, *pages):
+        app.include_router(page)
     for router in routers:
         app.include_router(router, dependencies=auth)
     app.include_router(docs.router, dependencies=auth)
     docs.mount_swagger_ui(app)
     app.openapi = partial(openapi_schema, app)  # what /openapi.json serves, for anyone calling app.openapi()
-    paths = frozenset(r.path for router in (probes.router, *routers, docs.router) for r in router.routes if hasattr(r, "path"))
+    paths = frozenset(r.path for router in (probes.router, *pages, *routers, docs.router) for r in router.routes if hasattr(r, "path"))
     app.add_middleware(LoadShedder, state=app.state.serve)  # added first: runs inside MetricsMiddleware
     app.add_middleware(MetricsMiddleware, metrics=metrics, paths=paths)
 

@@ -5,10 +5,37 @@ const REFRESH_MS = 5000;
 const MAX_CHARTS = 8;
 const charts = new Map(); // entity -> {plot, latest}
 
+// A server started with --api-key-file wants "Authorization: Bearer KEY" on the API (this page and its
+// files are served without it). The key comes from the form shown on a 401, or from a link ending in
+// #key=KEY (a fragment never reaches the server or its logs), and is kept for this tab only.
+const KEY_SLOT = "acceltune.monitor.key";
+const fromLink = new URLSearchParams(location.hash.slice(1)).get("key");
+if (fromLink) {
+  sessionStorage.setItem(KEY_SLOT, fromLink);
+  history.replaceState(null, "", location.pathname + location.search);  // the key leaves the address bar
+}
+
+class Unauthorized extends Error {}
+
 async function getJSON(path) {
-  const r = await fetch(path, {headers: {"Accept": "application/json"}});
+  const headers = {"Accept": "application/json"};
+  const key = sessionStorage.getItem(KEY_SLOT);
+  if (key) headers.Authorization = "Bearer " + key;
+  const r = await fetch(path, {headers});
+  if (r.status === 401) throw new Unauthorized(key ? "wrong API key" : "this server wants an API key");
   if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
   return r.json();
+}
+
+function askForKey() {
+  const form = document.getElementById("key-form");
+  form.hidden = false;
+  form.onsubmit = (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(KEY_SLOT, document.getElementById("key").value.trim());
+    form.hidden = true;
+    refresh();
+  };
 }
 
 function el(tag, attrs = {}, text) {
@@ -90,7 +117,8 @@ async function refresh() {
     status.setAttribute("data-state", "ok");
   } catch (e) {
     status.textContent = `error: ${e.message}`;
-    status.setAttribute("data-state", "error");
+    status.setAttribute("data-state", e instanceof Unauthorized ? "unauthorized" : "error");
+    if (e instanceof Unauthorized) askForKey();
   }
 }
 
