@@ -75,7 +75,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1, help="wrk threads")
     p.add_argument("--max-batch-size", type=int, default=64)
     p.add_argument("--max-wait-ms", type=float, default=2.0)
-    p.add_argument("--max-queue", type=int, default=128)
+    p.add_argument("--max-queue", type=int, help="both servers' --max-queue (default: the server's bounds)")
     args = p.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install -y wrk")
@@ -83,7 +83,7 @@ def main() -> int:
     messages = serve_load.load_messages()
     bodies = {"serve": serve_load.message_bodies(messages), "assistant": reply_bodies(messages)}
     flags = ["--backend", args.backend, "--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms),
-             "--max-queue", str(args.max_queue), "--max-inputs", str(min(256, args.max_queue))]
+             *(["--max-queue", str(args.max_queue), "--max-inputs", str(min(256, args.max_queue))] if args.max_queue else [])]
     runs: dict[str, list[dict]] = {"serve": [], "assistant": []}
     with tempfile.TemporaryDirectory(prefix="assistant_load_") as tmp:
         workdir = Path(tmp)

@@ -13,17 +13,17 @@ Scenarios, each on a fresh server, one message per request unless named ``...32`
 - ``batching``: dynamic batching (server defaults), 64 connections, closed loop.
 - ``nobatch``: the same server with ``--max-batch-size 1``.
 - ``baseline``: the FastAPI + transformers pipeline server one writes by hand.
-- ``overload``: 4x the sustainable request rate (the ``batching`` run's), paced over 1,024 connections
-  (wrk's ``delay()``: each connection waits connections/rate between requests); 8 sequential probe
+- ``overload``: 4x the sustainable request rate (the ``batching`` run's), open loop: requests go out on a
+  schedule at that rate (wrk's ``delay()`` hands each the next slot, SCHEDULE) over 2,048 connections, enough
+  for the accepted requests that wait about a second in the queue; 8 sequential probe
   clients time rejections and accepted requests apart (wrk's histogram mixes 200s and 429s) and check
   that every 429 carries ``Retry-After``.
-- ``overload_closed``: 4x the connections (256), unpaced, ``--max-queue`` as above (128, fewer than the
-  connections): goodput (200s per second) against ``batching``'s, and the accepted requests' latency
-  from the probes. wrk re-sends a refused request at once (it ignores Retry-After), so this is a storm
-  of refusals that the event loop must answer.
-- ``overload_closed_deep``: the same with a queue deeper than the clients (``--max-queue`` 512 for the
-  256 connections and 8 probes): nothing is refused, every request waits its turn (by Little's law its
-  latency is connections / throughput).
+- ``overload_closed``: 4x the connections (256), unpaced, the server's queue bounds (``--max-queue-wait-ms``
+  1000: what drains in a second at the measured rate): goodput (200s per second) against ``batching``'s,
+  and the accepted requests' latency from the probes (by Little's law about connections / throughput).
+- ``overload_closed_storm``: the same with ``--max-queue 128``, fewer than the connections: wrk re-sends a
+  refused request at once (it ignores Retry-After), so this is a storm of refusals that the event loop
+  must answer (the worst case, for the record; not a target).
 - ``sigterm``: SIGTERM half-way through a 64-connection run; the server's own last log line counts the
   requests that entered the app and those answered (exact: a request the app accepted and never answered
   shows as unanswered), and its exit status must be 0.
@@ -94,6 +94,27 @@ done = function(summary, latency, requests)
     summary.errors.write, summary.errors.timeout, latency:percentile(50), latency:percentile(95),
     latency:percentile(99), latency.max, latency.mean))
   f:close()
+end
+"""
+
+#: An open-loop arrival schedule at ``rate`` requests/s for one wrk thread: wrk calls delay() before writing
+#: each request, and each call takes the next slot of the thread's schedule (t0 + k / rate), so requests go out
+#: at the rate whatever the latency, as long as a connection is free. A schedule more than a second behind
+#: (every connection waiting for an answer) restarts from now rather than bursting to catch up.
+SCHEDULE = r"""
+local ffi = require("ffi")
+ffi.cdef[[ typedef struct { long tv_sec; long tv_nsec; } acceltune_timespec;
+           int clock_gettime(int clk, acceltune_timespec *tp); ]]
+local ts = ffi.new("acceltune_timespec")
+local function now_ms() ffi.C.clock_gettime(1, ts); return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6 end
+local period_ms, next_ms = %(period_ms).6f, nil
+delay = function()
+  local t = now_ms()
+  if next_ms == nil or next_ms < t - 1000 then next_ms = t end
+  next_ms = next_ms + period_ms
+  local d = next_ms - t
+  if d <= 0 then return 0 end
+  return math.floor(d)
 end
 """
 
@@ -186,10 +207,10 @@ def start_server(cmd: Sequence[str], port: int, *, env: dict | None = None, log_
 
 
 def run_wrk(url: str, bodies: str | Sequence[str], connections: int, duration: float, *, threads: int = 1,
-            path: str = "/v1/classify", headers: dict[str, str] | None = None, delay_ms: float | None = None,
-            timeout_s: float = 5.0) -> dict:
+            path: str = "/v1/classify", headers: dict[str, str] | None = None,
+            rate: float | None = None, timeout_s: float = 5.0) -> dict:
     """POST ``bodies`` (cycled) to ``url + path`` from ``connections`` closed-loop connections for ``duration``
-    seconds; ``delay_ms``: each connection waits that long after each response (a paced load). Returns wrk's
+    seconds; ``rate``: requests go out on an open-loop schedule of that many per second over all threads (SCHEDULE). Returns wrk's
     counts and latency percentiles (ms) and requests_per_s (all responses; wrk counts non-2xx apart)."""
     bodies = [bodies] if isinstance(bodies, str) else list(bodies)
     hdrs = {"Content-Type": "application/json", **(headers or {})}
@@ -202,7 +223,7 @@ def run_wrk(url: str, bodies: str | Sequence[str], connections: int, duration: f
             "bodies": ",\n".join(f"[==[{b}]==]" for b in bodies),
             "headers": ", ".join(f'["{k}"] = "{v}"' for k, v in hdrs.items()),
             "path": path, "out": str(out),
-            "delay": f"delay = function() return {delay_ms:.0f} end" if delay_ms else ""})
+            "delay": SCHEDULE % {"period_ms": 1000.0 * threads / rate} if rate else ""})
         cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration:g}s", "--timeout", f"{timeout_s:g}s",
                "-s", str(lua), url]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, timeout=duration + 60)
@@ -307,10 +328,10 @@ class Bench:
 
     def serve_cmd(self, port: int, batch_size: int, queue: int, workers: int | None = None) -> list[str]:
         a = self.args
+        queue_flags = ["--max-queue", str(queue), "--max-inputs", str(min(256, queue))] if queue else []
         return [sys.executable, "-m", "acceltune", "serve", a.model, "--backend", a.backend, "--port", str(port),
-                "--max-batch-size", str(batch_size), "--max-wait-ms", str(a.max_wait_ms), "--max-queue", str(queue),
-                "--max-inputs", str(min(256, queue)), *(["--batch-workers", str(workers)] if workers else []),
-                *a.server_arg]
+                "--max-batch-size", str(batch_size), "--max-wait-ms", str(a.max_wait_ms), *queue_flags,
+                *(["--batch-workers", str(workers)] if workers else []), *a.server_arg]
 
     def closed(self, name: str, cmd: list[str], port: int, per_request: int, connections: int, *, acceltune: bool = True,
                probe: bool = False) -> dict:
@@ -371,33 +392,26 @@ class Bench:
         return rate
 
     def overload(self) -> dict:
-        """Paced: overload_factor x the sustainable rate, offered by overload_connections connections."""
+        """Open loop: overload_factor x the sustainable rate, sent on a schedule over overload_connections."""
         a = self.args
         sustainable = self.sustainable()
-        # Enough connections for the rate, few enough that each sends ~10 requests in the run (a slow machine's
-        # low rate over 1,024 connections would leave each waiting longer than the run).
-        connections = max(1, min(a.overload_connections, int(a.overload_factor * sustainable * a.duration / 10)))
-        delay_ms = nominal = connections * 1000.0 / (a.overload_factor * sustainable)
+        target = a.overload_factor * sustainable
         port = free_port()
         bodies = message_bodies(self.messages)
         with start_server(self.serve_cmd(port, a.max_batch_size, a.max_queue), port, env=self.env,
                           log_path=self.workdir / "overload.log") as srv:
-            w = run_wrk(srv.url, bodies, connections, max(a.warmup, 2.0), threads=a.threads, delay_ms=delay_ms)
-            # Each connection's cycle is delay + latency: take the warm-up's mean latency off the delay, so the
-            # measured run offers the target rate (connections / (delay + latency)).
-            delay_ms = max(1.0, delay_ms - w["mean_latency_ms"])
+            run_wrk(srv.url, bodies, a.overload_connections, max(a.warmup, 2.0), threads=a.threads, rate=target)
             before = status_counts(srv.url)
             with Probes(srv.url, bodies) as probes:
-                w = run_wrk(srv.url, bodies, connections, a.duration, threads=a.threads, delay_ms=delay_ms)
+                w = run_wrk(srv.url, bodies, a.overload_connections, a.duration, threads=a.threads, rate=target)
             after = status_counts(srv.url)
-        r = self.result("overload", 1, connections, w, before, after, True, probes)
-        r["offered"] = {"sustainable_rps": sustainable, "target_rps": round(a.overload_factor * sustainable, 1),
-                        "nominal_delay_ms": round(nominal, 1), "delay_ms": round(delay_ms, 1),
+        r = self.result("overload", 1, a.overload_connections, w, before, after, True, probes)
+        r["offered"] = {"sustainable_rps": sustainable, "target_rps": round(target, 1),
                         "achieved_vs_sustainable": round(r["requests_per_s"] / sustainable, 2),
                         "goodput_vs_sustainable": round(r["status_counts"].get("200", 0) / r["duration_s"] / sustainable, 2)}
         return self.emit(r)
 
-    def overload_closed(self, name: str, queue: int) -> dict:
+    def overload_closed(self, name: str, queue: int | None) -> dict:
         a = self.args
         port = free_port()
         connections = int(a.connections * a.overload_factor)
@@ -468,14 +482,16 @@ def summary(results: dict, overload_factor: float) -> dict:
                                 and p["rejection_latency_ms"]["p99"] is not None and p["rejection_latency_ms"]["p99"] <= 50
                                 and o["offered"]["goodput_vs_sustainable"] >= 0.7
                                 and o["offered"]["achieved_vs_sustainable"] >= overload_factor * 0.9)
-    for name in ("overload_closed", "overload_closed_deep"):
+    for name in ("overload_closed", "overload_closed_storm"):
         c = results.get(name)
         if c:
             s[name] = {"max_queue": c["max_queue"], "goodput_rps": c["goodput_rps"],
                        "goodput_vs_batching": c.get("goodput_vs_batching"), "status_counts": c["status_counts"],
                        "accepted_p99_ms": c["probe"]["accepted_latency_ms"]["p99"],
                        "rejection_p99_ms": c["probe"]["rejection_latency_ms"]["p99"]}
-            s[f"target_{name}_goodput_90pct"] = c.get("goodput_vs_batching") is not None and c["goodput_vs_batching"] >= 0.9
+    c = results.get("overload_closed")
+    if c:
+        s["target_overload_closed_goodput_90pct"] = c.get("goodput_vs_batching") is not None and c["goodput_vs_batching"] >= 0.9
     t = results.get("sigterm")
     if t:
         s["sigterm"] = {k: t[k] for k in ("received", "answered", "unanswered", "exit_code")}
@@ -483,7 +499,7 @@ def summary(results: dict, overload_factor: float) -> dict:
     return s
 
 
-DEFAULT_SCENARIOS = "batching,nobatch,batching_w2,nobatch_w2,baseline,overload,overload_closed,overload_closed_deep,sigterm"
+DEFAULT_SCENARIOS = "batching,nobatch,batching_w2,nobatch_w2,baseline,overload,overload_closed,overload_closed_storm,sigterm"
 
 
 def main() -> int:
@@ -495,15 +511,14 @@ def main() -> int:
     p.add_argument("--warmup", type=float, default=3.0, help="seconds of unmeasured load first")
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--overload-factor", type=float, default=4.0, help="overload: this many times the sustainable request rate")
-    p.add_argument("--overload-connections", type=int, default=1024,
-                   help="connections that share the paced overload (each waits connections/rate between its requests; "
-                        "fewer when the rate is too low for each to send ~10 requests in --duration)")
+    p.add_argument("--overload-connections", type=int, default=2048,
+                   help="connections that carry the open-loop overload (more than its rate x the accepted requests' latency)")
     p.add_argument("--sustainable-rps", type=float, help="the sustainable rate for overload (default: the batching run's)")
     p.add_argument("--threads", type=int, default=1, help="wrk threads")
     p.add_argument("--max-batch-size", type=int, default=64)
     p.add_argument("--max-wait-ms", type=float, default=2.0)
-    p.add_argument("--max-queue", type=int, default=128,
-                   help="for the 1-message and overload runs (about 150 ms of work at the measured rate)")
+    p.add_argument("--max-queue", type=int, help="for the 1-message and overload runs (default: the server's bounds)")
+    p.add_argument("--storm-queue", type=int, default=128, help="--max-queue of overload_closed_storm (below its connections)")
     p.add_argument("--max-queue-32", type=int, default=4096, help="for the 32-message runs (64 x 32 in flight)")
     p.add_argument("--scenarios", default=DEFAULT_SCENARIOS,
                    help=f"comma-separated (default {DEFAULT_SCENARIOS}; also batching32, nobatch32, baseline32)")
@@ -537,8 +552,8 @@ def main() -> int:
                 bench.overload()
             elif name == "overload_closed":
                 bench.overload_closed(name, args.max_queue)
-            elif name == "overload_closed_deep":
-                bench.overload_closed(name, 2 * int(args.connections * args.overload_factor))
+            elif name == "overload_closed_storm":
+                bench.overload_closed(name, args.storm_queue)
             elif name == "sigterm":
                 bench.sigterm()
             else:

@@ -451,6 +451,41 @@ def test_batch_workers_run_that_many_batches_at_once():
     assert len(threads_seen) == 2 and not both_running.broken
 
 
+def test_the_queue_holds_what_drains_in_the_wait_bound_at_the_measured_capacity():
+    from acceltune.serve.batcher import WARMUP_BATCHES, Batcher, QueueFull
+
+    fast = threading.Event()
+
+    def fn(inputs):  # a model call of at least 20 ms until `fast` is set: at most 50 inputs/s
+        fast.wait(0.02)
+        return inputs
+
+    async def main():
+        batcher = Batcher(fn, name="timed", max_batch_size=1, max_wait_s=0, max_queue=100, max_queue_wait_s=0.1)
+        batcher.start()
+        try:
+            for i in range(WARMUP_BATCHES):
+                await batcher.submit([i])
+            unmeasured = batcher.queue_limit
+            for i in range(3):
+                await batcher.submit([i])  # measured: the capacity is known
+            accepted = []
+            with pytest.raises(QueueFull):
+                for i in range(100):
+                    accepted.append(batcher.submit([i]))
+            limit = batcher.queue_limit
+            fast.set()
+            return unmeasured, limit, len(accepted), await asyncio.gather(*accepted)
+        finally:
+            fast.set()
+            await batcher.close()
+
+    unmeasured, limit, n, results = asyncio.run(main())
+    assert unmeasured == 100  # warm-up batches are not measured: only the count bound
+    assert 1 <= limit <= 5  # 0.1 s of work at <= 50 inputs/s
+    assert n <= limit + 1 and results == [[i] for i in range(n)]  # +1: the one the worker took off the queue
+
+
 def test_serve_flags_are_generated_from_the_settings_with_the_same_names_and_defaults(tiny_model_dir):
     import argparse
     import dataclasses
@@ -463,12 +498,12 @@ def test_serve_flags_are_generated_from_the_settings_with_the_same_names_and_def
     add_arguments(parser)
     flags = {o for a in parser._actions for o in a.option_strings} - {"-h", "--help"}
     assert flags == {"--backend", "--device", "--host", "--port", "--max-batch-size", "--max-batch-tokens", "--max-wait-ms",
-                     "--max-queue", "--api-key-file", "--request-timeout-s", "--max-inputs", "--max-payload-bytes",
+                     "--max-queue", "--max-queue-wait-ms", "--api-key-file", "--request-timeout-s", "--max-inputs", "--max-payload-bytes",
                      "--inference-nice", "--access-log", "--batch-workers"}
     args = parser.parse_args([str(tiny_model_dir)])
     values = dataclass_values(args, ServeSettings, exclude=NOT_FLAGS)
     defaults = {f.name: f.default for f in dataclasses.fields(ServeSettings) if f.name not in NOT_FLAGS}
-    assert values == defaults and defaults["max_queue"] == 256 and defaults["max_wait_ms"] == 2.0
+    assert values == defaults and defaults["max_queue_wait_ms"] == 1000.0 and defaults["max_wait_ms"] == 2.0
     args = parser.parse_args([str(tiny_model_dir), "--max-batch-tokens", "64", "--port", "9000", "--backend", "onnx"])
     assert (args.max_batch_tokens, args.port, args.backend) == (64, 9000, "onnx")
     with pytest.raises(SystemExit):

@@ -8,6 +8,14 @@ queued. A request is never split across batches. The worker runs the batch funct
 then hands all of the batch's results back to the loop in one callback. With ``workers`` > 1 that many
 batches run at once (the batch function must be thread-safe: an ONNX Runtime session is). Several
 batchers (one per model or route) may run in one app.
+
+The queue is bounded twice: by ``max_queue`` inputs, and by time, ``max_queue_wait_s``: what the batcher
+can drain in that time at its capacity, the fastest drain rate (inputs per second, a moving average over
+batches) it has measured so far, after WARMUP_BATCHES. The time bound is what adapts to the hardware: the
+same setting queues a few hundred inputs on two CPU cores and thousands on a GPU, so a pool of
+closed-loop clients the machine serves within that time is never refused (each refusal a client re-sends
+at once costs the CPU the accepted requests need). Capacity, not the current rate: under a storm of
+refusals inference slows, and a bound that followed it would shrink and refuse more.
 """
 
 from __future__ import annotations
@@ -26,6 +34,9 @@ if TYPE_CHECKING:
     from acceltune.serve.metrics import BatcherMetrics
 
 log = logging.getLogger("acceltune.serve")
+
+#: Batches not measured for the drain rate: the first calls of a fresh model are slow (allocations, caches).
+WARMUP_BATCHES = 10
 
 #: Inputs in, one result per input out, in order. Runs on the batcher's worker thread.
 BatchFunction = Callable[[list], Sequence[Any]]
@@ -71,7 +82,8 @@ class Job:
 
 class Batcher:
     def __init__(self, fn: BatchFunction, *, name: str = "batch", max_batch_size: int = 64, max_wait_s: float = 0.002,
-                 max_queue: int = 256, metrics: "BatcherMetrics | None" = None, nice: int = 0, workers: int = 1):
+                 max_queue: int = 256, max_queue_wait_s: float | None = None, metrics: "BatcherMetrics | None" = None,
+                 nice: int = 0, workers: int = 1):
         if workers < 1:
             raise ValueError("a batcher needs at least one worker")
         self.fn = fn
@@ -81,7 +93,12 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
+        self.max_queue_wait_s = max_queue_wait_s
         self.metrics = metrics
+        self._queue_limit = max_queue  # lowered to capacity x max_queue_wait_s once measured
+        self._batches = 0
+        self._rate: float | None = None  # inputs per second, all workers together (moving average)
+        self._capacity = 0.0  # the highest _rate so far
         self._queue: deque[Job] = deque()
         self._queued_inputs = 0
         self._cond = threading.Condition(threading.Lock())
@@ -106,8 +123,13 @@ class Batcher:
         return self._queued_inputs
 
     @property
+    def queue_limit(self) -> int:
+        """Inputs that may wait: max_queue, or what drains in max_queue_wait_s at the measured capacity."""
+        return self._queue_limit
+
+    @property
     def full(self) -> bool:
-        return self._queued_inputs >= self.max_queue
+        return self._queued_inputs >= self._queue_limit
 
     @property
     def worker_native_id(self) -> int | None:
@@ -126,7 +148,7 @@ class Batcher:
         with self._cond:
             if self._closing:
                 raise Draining()
-            if self._queued_inputs + n > self.max_queue:
+            if self._queued_inputs + n > max(self._queue_limit, n):  # a request beyond the limit may wait alone
                 raise QueueFull()
             was_empty = not self._queue
             self._queue.append(job)
@@ -220,6 +242,7 @@ class Batcher:
             started = time.perf_counter()
             try:
                 outcomes = self._call(batch)
+                self._measure(sum(len(job.inputs) for job in batch), time.perf_counter() - started)
             except Exception as e:  # the batch function failed: every request of the batch gets a 500
                 log.exception("batch function %r failed for a batch of %d request(s)", self.name, len(batch))
                 outcomes = [InferenceFailed(f"inference failed: {e.__class__.__name__}: {e}")] * len(batch)
@@ -233,6 +256,18 @@ class Batcher:
                 self._loop.call_soon_threadsafe(self._deliver, batch, outcomes)
             except RuntimeError:  # the loop is closed: nobody is waiting any more
                 return
+
+    def _measure(self, inputs: int, seconds: float) -> None:
+        """Update the drain rate, the capacity and the queue limit they imply (after a batch that succeeded).
+        Workers call it without a lock: a lost update of a moving average is harmless."""
+        self._batches += 1
+        if self.max_queue_wait_s is None or seconds <= 0 or self._batches <= WARMUP_BATCHES:
+            return
+        rate = self.workers * inputs / seconds
+        self._rate = rate if self._rate is None else 0.9 * self._rate + 0.1 * rate  # one odd batch moves it little
+        if self._rate > self._capacity:
+            self._capacity = self._rate
+            self._queue_limit = max(self.max_batch_size, min(self.max_queue, int(self._capacity * self.max_queue_wait_s)))
 
     def _call(self, batch: list[Job]) -> list[list]:
         inputs = [x for job in batch for x in job.inputs]

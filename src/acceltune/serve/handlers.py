@@ -76,7 +76,7 @@ async def run_batch(request: Request, batcher: Batcher, inputs: list) -> list:
     try:
         future = batcher.submit(inputs, s.request_timeout_s)
     except QueueFull:
-        raise queue_full(st, batcher.max_queue) from None
+        raise queue_full(st, batcher) from None
     except Draining:
         raise not_ready(st) from None
     try:

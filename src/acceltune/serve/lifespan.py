@@ -51,7 +51,8 @@ async def _load(st: ServeState, name: str, load: Callable[[], BatchFunction]) ->
             st.on_load_error(e)
         return
     batcher = Batcher(fn, name=name, max_batch_size=s.max_batch_size, max_wait_s=s.max_wait_ms / 1000.0,
-                      max_queue=s.max_queue, metrics=st.metrics.for_batcher(name), nice=s.inference_nice,
+                      max_queue=s.max_queue, max_queue_wait_s=s.max_queue_wait_ms / 1000.0,
+                      metrics=st.metrics.for_batcher(name), nice=s.inference_nice,
                       workers=s.batch_workers)
     batcher.start(asyncio.get_running_loop())
     st.batchers[name] = batcher

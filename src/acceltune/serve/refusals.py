@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from acceltune.serve.batcher import Batcher
 from acceltune.serve.errors import APIError
 from acceltune.serve.state import ServeState
 
@@ -16,7 +17,13 @@ def not_ready(st: ServeState) -> APIError:
     return APIError(503, "not_ready", "the model is still loading", headers=RETRY_AFTER)
 
 
-def queue_full(st: ServeState, max_queue: int) -> APIError:
+def queue_full(st: ServeState, batcher: Batcher) -> APIError:
     st.metrics.rejected.labels("queue_full").inc()
-    return APIError(429, "queue_full", f"the server is at capacity ({max_queue} inputs queued): retry later",
-                    limit="--max-queue", max=max_queue, headers=RETRY_AFTER)
+    limit = batcher.queue_limit
+    if limit < batcher.max_queue:  # the time bound is the one in force
+        wait_ms = batcher.max_queue_wait_s * 1000
+        return APIError(429, "queue_full", f"the server is at capacity ({limit} inputs queued, about {wait_ms:g} ms of "
+                        "work at its measured rate): retry later", limit="--max-queue-wait-ms", max=wait_ms,
+                        headers=RETRY_AFTER)
+    return APIError(429, "queue_full", f"the server is at capacity ({limit} inputs queued): retry later",
+                    limit="--max-queue", max=limit, headers=RETRY_AFTER)

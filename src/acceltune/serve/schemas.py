@@ -87,7 +87,7 @@ class ModelResponse(BaseModel):
     format: str = Field(description="transformers | onnx | tensorrt")
     version: str
     backend: dict = Field(description="The backend's own description (name, device, precision, ...).")
-    batching: dict = Field(description="max_batch_size, max_wait_ms, max_queue.")
+    batching: dict = Field(description="max_batch_size, max_wait_ms, max_queue, max_queue_wait_ms, max_batch_tokens.")
     limits: dict = Field(description="max_inputs, max_payload_bytes, request_timeout_s.")
     oos: Optional[dict] = Field(None, description="The out-of-scope rule (score, threshold, goal, label), or null without one.")
 

@@ -31,7 +31,10 @@ class ServeSettings:
     # cores / N threads, so a thread starved by the busy event loop holds back only its own batch (docs/serving.md).
     batch_workers: int = _f(1, "batches run at once per model, each with cores / N inference threads")
     max_wait_ms: float = _f(2.0, "how long the oldest queued input waits for more before its batch runs")
-    max_queue: int = _f(256, "inputs waiting for a batch, all requests together; more gets 429 + Retry-After at once")
+    # The time bound is the one that adapts to the hardware (see serve/batcher.py); the count bounds memory.
+    max_queue: int = _f(4096, "inputs waiting for a batch, all requests together; more gets 429 + Retry-After at once")
+    max_queue_wait_ms: float = _f(1000.0, "also refuse (429) beyond what the server drains in this time at the fastest "
+                                          "rate it has measured")
     request_timeout_s: float = _f(10.0, "answer 504 if a request waits longer")
     max_inputs: int = _f(256, "inputs per request (413 beyond)")
     max_payload_bytes: int = _f(1_000_000, "request body size (413 beyond)")
@@ -54,6 +57,7 @@ class ServeSettings:
             (self.batch_workers >= 1, "--batch-workers must be >= 1"),
             (self.max_wait_ms >= 0, "--max-wait-ms must be >= 0"),
             (self.max_queue >= 1, "--max-queue must be >= 1"),
+            (self.max_queue_wait_ms > 0, "--max-queue-wait-ms must be > 0"),
             (self.request_timeout_s > 0, "--request-timeout-s must be > 0"),
             (self.max_inputs >= 1, "--max-inputs must be >= 1"),
             (self.max_payload_bytes >= 64, "--max-payload-bytes must be >= 64"),

@@ -26,7 +26,7 @@ class LoadShedder:
             st = self.state
             batcher = st.batcher_for(scope["path"])
             if batcher is not None and batcher.full and authorized(st.settings.api_keys, _authorization(scope)):
-                await queue_full(st, batcher.max_queue).response()(scope, receive, send)
+                await queue_full(st, batcher).response()(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 

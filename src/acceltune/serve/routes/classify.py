@@ -126,7 +126,7 @@ class ClassifyRoutes:
             "multi_label": info.multi_label, "format": info.format, "version": info.version,
             "backend": self.predictor.backend.describe(),
             "batching": {"max_batch_size": s.max_batch_size, "max_wait_ms": s.max_wait_ms, "max_queue": s.max_queue,
-                         "max_batch_tokens": getattr(self.predictor, "max_batch_tokens", None)},
+                         "max_queue_wait_ms": s.max_queue_wait_ms, "max_batch_tokens": getattr(self.predictor, "max_batch_tokens", None)},
             "limits": {"max_inputs": s.max_inputs, "max_payload_bytes": s.max_payload_bytes,
                        "request_timeout_s": s.request_timeout_s},
             "oos": None if not info.oos else {k: info.oos[k] for k in ("score", "threshold", "goal", "label")},
