@@ -50,6 +50,7 @@ import csv
 import http.client
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -287,7 +288,9 @@ class Probes:
             except OSError:
                 conn.close()
                 conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
-            self.stop.wait(0.005)  # a think time: probes sample, they are not load
+            # A random think time: probes sample, they are not load; and a fixed one would send each probe's next
+            # request just as a batch completes (when its answer came), the one moment the queue has room.
+            self.stop.wait(random.expovariate(1 / 0.02))
         conn.close()
 
     def summary(self) -> dict:

@@ -10,12 +10,14 @@ batches run at once (the batch function must be thread-safe: an ONNX Runtime ses
 batchers (one per model or route) may run in one app.
 
 The queue is bounded twice: by ``max_queue`` inputs, and by time, ``max_queue_wait_s``: what the batcher
-can drain in that time at its capacity, the fastest drain rate (inputs per second, a moving average over
-batches) it has measured so far, after WARMUP_BATCHES. The time bound is what adapts to the hardware: the
+can drain in that time at its capacity, the fastest recent drain rate (inputs per second of batch time, a
+moving average over batches, after WARMUP_BATCHES), which decays with a CAPACITY_HALF_LIFE_S half-life
+when the rate stays below it. The time bound is what adapts to the hardware: the
 same setting queues a few hundred inputs on two CPU cores and thousands on a GPU, so a pool of
 closed-loop clients the machine serves within that time is never refused (each refusal a client re-sends
-at once costs the CPU the accepted requests need). Capacity, not the current rate: under a storm of
-refusals inference slows, and a bound that followed it would shrink and refuse more.
+at once costs the CPU the accepted requests need). A slowly decaying peak, not the current rate: under a
+storm of refusals inference slows, and a bound that followed at once would shrink and refuse more; but a
+peak held for ever would, under a sustained overload, queue several seconds of work.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ log = logging.getLogger("acceltune.serve")
 
 #: Batches not measured for the drain rate: the first calls of a fresh model are slow (allocations, caches).
 WARMUP_BATCHES = 10
+#: How fast the capacity follows a drain rate that stays lower (a slower machine, a sustained overload).
+CAPACITY_HALF_LIFE_S = 10.0
 
 #: Inputs in, one result per input out, in order. Runs on the batcher's worker thread.
 BatchFunction = Callable[[list], Sequence[Any]]
@@ -98,7 +102,8 @@ class Batcher:
         self._queue_limit = max_queue  # lowered to capacity x max_queue_wait_s once measured
         self._batches = 0
         self._rate: float | None = None  # inputs per second, all workers together (moving average)
-        self._capacity = 0.0  # the highest _rate so far
+        self._capacity = 0.0  # the highest _rate, decaying
+        self._measured_at = 0.0
         self._queue: deque[Job] = deque()
         self._queued_inputs = 0
         self._cond = threading.Condition(threading.Lock())
@@ -265,9 +270,10 @@ class Batcher:
             return
         rate = self.workers * inputs / seconds
         self._rate = rate if self._rate is None else 0.9 * self._rate + 0.1 * rate  # one odd batch moves it little
-        if self._rate > self._capacity:
-            self._capacity = self._rate
-            self._queue_limit = max(self.max_batch_size, min(self.max_queue, int(self._capacity * self.max_queue_wait_s)))
+        now = time.perf_counter()
+        decayed = self._capacity * 0.5 ** ((now - self._measured_at) / CAPACITY_HALF_LIFE_S)
+        self._capacity, self._measured_at = max(self._rate, decayed), now
+        self._queue_limit = max(self.max_batch_size, min(self.max_queue, int(self._capacity * self.max_queue_wait_s)))
 
     def _call(self, batch: list[Job]) -> list[list]:
         inputs = [x for job in batch for x in job.inputs]
