@@ -316,3 +316,15 @@ def test_item_text_embeddings_are_cached_by_encoder_and_texts(tmp_path, monkeypa
     np.testing.assert_allclose(first[0], changed[0], atol=1e-5)
     assert not np.allclose(first[1], changed[1])
     assert (tmp_path / text_module.TEXT_CACHE_FILE).is_file()
+
+
+def test_training_runs_data_parallel_over_two_processes(tmp_path):
+    from acceltune import train_or_launch
+
+    inter, items = write_planted(tmp_path, users=120)
+    task = SequentialRecommendation(small_settings(items=str(items)), text_cache_dir=tmp_path / "model")
+    code, out, metrics = train_or_launch(recommend_config(inter, tmp_path / "model", epochs=2, nproc_per_node=2), task)
+    assert code == 0 and out == tmp_path / "model"
+    assert metrics["world_size"] == 2 and 0 <= metrics["test"]["ndcg@10"] <= 1
+    [answer] = Recommender(out).recommend([Query(history=["i3", "i4"], k=5)])  # what rank 0 wrote loads and serves
+    assert answer.strategy == "sequence" and len(answer.items) == 5

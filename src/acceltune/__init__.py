@@ -28,6 +28,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "load_labeled": ("acceltune.data", None),
     "load_texts": ("acceltune.data", None),
     "train": ("acceltune.training.loop", None),
+    "train_or_launch": ("acceltune.training.launch", None),  # train here, or data-parallel as the config asks
     "TrainResult": ("acceltune.training.loop", None),
     "Task": ("acceltune.training.task", None),
     "SequenceClassification": ("acceltune.training.classification", None),

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from pathlib import Path
 
 from acceltune.config import TrainConfig, add_dataclass_arguments, config_fields
@@ -25,15 +23,9 @@ def run(args: argparse.Namespace) -> int:
 
     from acceltune.training import launch
 
-    config = config_from_args(args)
-    if launch.needs_launch(config):
-        code, output_dir = launch.launch(config)
-        if code == 0 and config.train.node_rank == 0:
-            print_summary(output_dir, json.loads((output_dir / "metrics.json").read_text()), Console())
-        return code
-    code, result = launch.train_here(config)
-    if result is not None and int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank returns here; one summary
-        print_summary(result.output_dir, result.metrics, Console())
+    code, output_dir, metrics = launch.train_or_launch(config_from_args(args))
+    if metrics is not None:  # rank 0 only: one summary
+        print_summary(output_dir, metrics, Console())
     return code
 
 

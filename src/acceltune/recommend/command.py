@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-# Core training flags the recommender has no use for (text classification's, and data-parallel launch,
-# which needs a Task loadable by name).
+# Core training flags the recommender has no use for (text classification's).
 UNUSED_TRAIN_FLAGS = ("head_learning_rate", "label_smoothing", "class_weights", "early_stopping_metric", "compile",
-                      "nproc_per_node", "nnodes", "node_rank", "master_addr", "master_port", "output_dir")
+                      "output_dir")
 # SASRec's literature settings for MovieLens (hidden 64, 2 blocks, dropout 0.2, lr 1e-3, full softmax),
 # validated every epoch, the best NDCG@10 kept.
 TRAIN_DEFAULTS = {"batch_size": 128, "learning_rate": 1e-3, "epochs": 200.0, "warmup_ratio": 0.0, "weight_decay": 0.0,
@@ -59,7 +58,7 @@ def _columns(value: str | None) -> list[str] | None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from acceltune import DataArgs, ModelArgs, TrainArgs, TrainConfig, dataclass_values, train
+    from acceltune import DataArgs, ModelArgs, TrainArgs, TrainConfig, dataclass_values, train_or_launch
     from acceltune.recommend.model import MAX_INPUT_TOKENS
     from acceltune.recommend.task import RecommendSettings, SequentialRecommendation
 
@@ -71,14 +70,16 @@ def _train(args: argparse.Namespace) -> int:
     config = TrainConfig(data=DataArgs(train=args.interactions),
                          model=ModelArgs(model=args.text_encoder, max_length=MAX_INPUT_TOKENS, freeze_embeddings=False),
                          train=train_args)
-    result = train(config, task=SequentialRecommendation(settings, text_cache_dir=args.output_dir))
-    test = result.metrics.get("test", {})
-    base = result.metrics.get("baselines", {})
+    code, output_dir, metrics = train_or_launch(config, SequentialRecommendation(settings, text_cache_dir=args.output_dir))
+    if metrics is None:  # failed (already reported), or not rank 0
+        return code
+    test = metrics.get("test", {})
+    base = metrics.get("baselines", {})
     line = f"test NDCG@10 {test.get('ndcg@10', float('nan')):.4f} · HR@10 {test.get('hr@10', float('nan')):.4f}"
     for name, m in base.items():
         line += f" · {name.replace('_', '-')} NDCG@10 {m['ndcg@10']:.4f}"
-    print(f"{line}\nmodel, metrics.json and report.md in {result.output_dir}")
-    return 0
+    print(f"{line}\nmodel, metrics.json and report.md in {output_dir}")
+    return code
 
 
 def _add_items(args: argparse.Namespace) -> int:

@@ -61,7 +61,7 @@ def cached_text_embeddings(model_path: str, texts: list[str], cache_dir: str | P
                 return cached["embeddings"]
     embeddings = encode_texts(model_path, texts)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # data-parallel ranks write the same file at once
     with open(tmp, "wb") as f:
         np.savez(f, key=np.array(key), embeddings=embeddings)
     os.replace(tmp, path)

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import logging
 import os
+import pickle
 import shutil
 import signal
 import sys
@@ -37,6 +39,7 @@ from acceltune.config import TrainConfig
 from acceltune.errors import USER_ERROR_PREFIX, UserError
 
 DEFAULT_TASK = "acceltune.training.classification:SequenceClassification"
+PICKLED = "pickle:"  # a task reference that names a file written by launch()
 """The Task a worker trains unless told otherwise ("module:attribute" of a Task class)."""
 
 LAUNCHER_FIELDS = ("nproc_per_node", "nnodes", "node_rank", "master_addr", "master_port")
@@ -98,8 +101,25 @@ def needs_launch(config: TrainConfig) -> bool:
     return (config.train.nproc_per_node > 1 or config.train.nnodes > 1) and not already_launched()
 
 
-def launch(config: TrainConfig, task: str = DEFAULT_TASK) -> tuple[int, Path]:
-    """Run ``task`` data-parallel on this machine's share of the processes; (exit code, output directory)."""
+def train_or_launch(config: TrainConfig, task=None) -> tuple[int, Path | None, dict | None]:
+    """Train ``task`` (default: sequence classification) in this process, or launch the processes ``config``
+    asks for (--nproc-per-node, --nnodes); (exit code, output directory, metrics). The metrics are rank 0's
+    (None in the other processes, and after a failure), for the caller's summary."""
+    if needs_launch(config):
+        code, output_dir = launch(config, DEFAULT_TASK if task is None else task)
+        done = code == 0 and config.train.node_rank == 0
+        return code, output_dir, json.loads((output_dir / "metrics.json").read_text()) if done else None
+    code, result = train_here(config, task)
+    if result is None:
+        return code, None, None
+    return code, result.output_dir, result.metrics if int(os.environ.get("RANK", "0")) == 0 else None
+
+
+def launch(config: TrainConfig, task=DEFAULT_TASK) -> tuple[int, Path]:
+    """Run ``task`` data-parallel on this machine's share of the processes; (exit code, output directory).
+
+    ``task``: "module:Class" (built with no arguments in each process) or a Task instance, which is pickled
+    for the processes (so it must be picklable: settings, paths; no open files or models)."""
     t = config.train
     backend = _check(config)
     if t.output_dir is None:  # every process, on every node, must write into the same directory
@@ -125,6 +145,10 @@ def launch(config: TrainConfig, task: str = DEFAULT_TASK) -> tuple[int, Path]:
                       shutdown_timeout=int(os.environ.get("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", SHUTDOWN_TIMEOUT_S)), **rdzv)
     worker_config = log_dir / "config.yaml"
     dataclasses.replace(config, train=dataclasses.replace(t, output_dir=output_dir, **SINGLE_PROCESS)).save(worker_config)
+    if not isinstance(task, str):
+        with open(log_dir / "task.pickle", "wb") as f:
+            pickle.dump(task, f)
+        task = f"{PICKLED}{log_dir / 'task.pickle'}"
     child = ["-c", "from acceltune.training.launch import worker; worker()", str(worker_config), task]
 
     env_backup = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS",)}
@@ -219,7 +243,10 @@ def train_here(config: TrainConfig, task=None, quiet: bool = False):
 
 
 def load_task(ref: str):
-    """A Task instance from "module:Class" (a class or a factory taking no arguments)."""
+    """A Task instance from "module:Class" (a class or a factory taking no arguments), or one that launch pickled."""
+    if ref.startswith(PICKLED):
+        with open(ref.removeprefix(PICKLED), "rb") as f:
+            return pickle.load(f)  # written by launch() in this run's own temporary directory
     module, _, name = ref.partition(":")
     return getattr(importlib.import_module(module), name)()
 
