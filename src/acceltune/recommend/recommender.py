@@ -62,47 +62,45 @@ class Recommender:
         return [index[i] for i in history if i in index], [i for i in history if i not in index]
 
     def recommend(self, queries: list[Query]) -> list[Answer]:
-        """One Answer per query, in order (one encoder pass for all queries with a usable history)."""
+        """One Answer per query, in order: one encoder pass and one top-k for all queries with a usable history."""
         resolved = [self.known(q.history) for q in queries]
+        index = self.catalogue.item_index
+        banned = [{index[e] for e in q.exclude if e in index} | (set(idx) if q.exclude_seen else set())
+                  for q, (idx, _) in zip(queries, resolved)]
         with_history = [i for i, (idx, _) in enumerate(resolved) if idx]
-        scores = self.score([resolved[i][0] for i in with_history]) if with_history else None
-        answers = []
-        for i, q in enumerate(queries):
-            idx, unknown = resolved[i]
-            banned = {self.catalogue.item_index[e] for e in q.exclude if e in self.catalogue.item_index}
-            if q.exclude_seen:
-                banned.update(idx)
-            if idx:
-                row = scores[with_history.index(i)]
-                answers.append(self._top(row, q.k, banned, unknown))
-            else:
-                answers.append(self._fallback(q.k, banned, unknown))
-        return answers
+        ranked = self._ranked([resolved[i][0] for i in with_history], [banned[i] for i in with_history],
+                              [queries[i].k for i in with_history]) if with_history else []
+        top = dict(zip(with_history, ranked))
+        return [Answer(*top[i], SEQUENCE, unknown) if i in top else self._fallback(q.k, banned[i], unknown)
+                for i, (q, (_, unknown)) in enumerate(zip(queries, resolved))]
 
-    def score(self, histories: list[list[int]]) -> np.ndarray:
+    def score(self, histories: list[list[int]]) -> torch.Tensor:
         """(len(histories), items) next-item scores, nothing excluded."""
         suffix = [MASK_ID] if self.model.config.objective == "masked" else []
         window = self.model.config.max_len - len(suffix)
         rows = [[i + ITEM_OFFSET for i in h[-window:]] + suffix for h in histories]
         width = max(len(r) for r in rows)
-        ids = torch.zeros((len(rows), width), dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        ids = np.zeros((len(rows), width), dtype=np.int64)
         for r, tokens in enumerate(rows):
-            ids[r, :len(tokens)] = torch.tensor(tokens)
-            mask[r, :len(tokens)] = 1
+            ids[r, :len(tokens)] = tokens
+        ids = torch.from_numpy(ids)
         with torch.inference_mode():
-            return self.model.recommend(ids, mask, self.items, exclude_history=False).numpy()
+            return self.model.recommend(ids, (ids != 0).long(), self.items, exclude_history=False)
 
-    def _top(self, row: np.ndarray, k: int, banned: set[int], unknown: list[str]) -> Answer:
-        row = row.copy()
-        if banned:
-            row[list(banned)] = -np.inf
-        k = min(k, self.num_items - len(banned))
-        if k <= 0:
-            return Answer([], [], SEQUENCE, unknown)
-        top = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
-        top = top[np.lexsort((top, -row[top]))][:k]
-        return Answer([self.catalogue.items[j] for j in top], [float(row[j]) for j in top], SEQUENCE, unknown)
+    def _ranked(self, histories: list[list[int]], banned: list[set[int]], ks: list[int]) -> list[tuple[list, list]]:
+        """(items, scores) of each history's top k, banned items left out, ties in catalogue order."""
+        ks = [max(0, min(k, self.num_items - len(b))) for k, b in zip(ks, banned)]
+        with torch.inference_mode():
+            scores = self.score(histories)
+            rows = [r for r, b in enumerate(banned) for _ in b]
+            if rows:
+                scores[rows, [j for b in banned for j in b]] = -torch.inf
+            values, top = torch.topk(scores, max(ks), dim=1) if max(ks) else (scores[:, :0], scores[:, :0].long())
+        out = []
+        for k, v, t in zip(ks, values.tolist(), top.tolist()):
+            best = sorted(zip(v, t), key=lambda vt: (-vt[0], vt[1]))[:k]
+            out.append(([self.catalogue.items[j] for _, j in best], [float(x) for x, _ in best]))
+        return out
 
     def _fallback(self, k: int, banned: set[int], unknown: list[str]) -> Answer:
         order = [j for j in self.fallback_order if j not in banned][:k]
