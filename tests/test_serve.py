@@ -213,6 +213,7 @@ def test_readyz_is_503_until_the_model_is_loaded(tiny_model_dir, predictor):
     assert model["backend"]["backend"] == "torch" and model["format"] == "transformers"
     for name in ("acceltune_http_requests_total", "acceltune_http_request_duration_seconds_bucket",
                  "acceltune_queue_wait_seconds_bucket", "acceltune_batch_size_bucket", "acceltune_queue_depth",
+                 "acceltune_queue_limit",
                  "acceltune_inputs_total", "acceltune_tokens_total"):
         assert name in metrics
     assert docs.status_code == 200 and "swagger" in docs.text.lower()

@@ -122,6 +122,7 @@ class Batcher:
             thread.start()
         if self.metrics is not None:
             self.metrics.queue_depth.set_function(lambda: self._queued_inputs)
+            self.metrics.queue_limit.set_function(lambda: self._queue_limit)
 
     @property
     def queued_inputs(self) -> int:

@@ -27,6 +27,7 @@ class BatcherMetrics:
     batch_requests: Histogram
     batch_time: Histogram
     queue_depth: Gauge
+    queue_limit: Gauge
     inputs: Counter
     tokens: Counter
     truncated: Counter
@@ -53,6 +54,8 @@ class Metrics:
                                     "Time to run one batch (tokenize, infer, post-process), by batcher.", by,
                                     buckets=LATENCY_BUCKETS, registry=r)
         self.queue_depth = Gauge("acceltune_queue_depth", "Inputs waiting for a batch now, by batcher.", by, registry=r)
+        self.queue_limit = Gauge("acceltune_queue_limit", "Inputs that may wait now (--max-queue, or what drains in "
+                                 "--max-queue-wait-ms at the measured capacity), by batcher.", by, registry=r)
         self.inputs = Counter("acceltune_inputs", "Inputs run through a batch function, by batcher.", by, registry=r)
         self.tokens = Counter("acceltune_tokens", "Tokens of text inputs (after truncation, before padding), by batcher.",
                               by, registry=r)
@@ -71,7 +74,7 @@ class Metrics:
 
     def for_batcher(self, name: str) -> BatcherMetrics:
         return BatcherMetrics(*(m.labels(name) for m in (self.queue_time, self.batch_size, self.batch_requests,
-                                                          self.batch_time, self.queue_depth, self.inputs, self.tokens,
+                                                          self.batch_time, self.queue_depth, self.queue_limit, self.inputs, self.tokens,
                                                           self.truncated)))
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:
