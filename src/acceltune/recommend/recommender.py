@@ -95,7 +95,7 @@ class Recommender:
             rows = [r for r, b in enumerate(banned) for _ in b]
             if rows:
                 scores[rows, [j for b in banned for j in b]] = -torch.inf
-            values, top = torch.topk(scores, max(ks), dim=1) if max(ks) else (scores[:, :0], scores[:, :0].long())
+            values, top = torch.topk(scores, max(ks), dim=1)
         out = []
         for k, v, t in zip(ks, values.tolist(), top.tolist()):
             best = sorted(zip(v, t), key=lambda vt: (-vt[0], vt[1]))[:k]
