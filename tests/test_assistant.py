@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import math
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -132,17 +133,41 @@ def test_a_low_confidence_streak_hands_off_per_conversation_and_survives_a_resta
 
 
 def test_turns_of_one_conversation_in_one_batch_are_decided_in_order(models, replies_file, database_url):
-    from acceltune.assistant.routes import ReplyInput, reply_batch
+    from acceltune.assistant.routes import ReplyBatches, ReplyInput
 
     store = ConversationStore(database_url)
     predictor = Predictor(models["unsure"], backend="torch", device="cpu")
     batch = [ReplyInput("eh", "a", {}), ReplyInput("eh", "b", {}), ReplyInput("eh?", "a", {"name": "Ann"})]
-    answers = reply_batch(predictor, load_replies(replies_file, LABELS), store, batch)
+    answers = ReplyBatches(predictor, load_replies(replies_file, LABELS), store)(batch).result()
     assert [(a["handoff"], a["reason"]) for a in answers] == [
         (False, "low_confidence"), (False, "low_confidence"), (True, "low_confidence_streak")]
     assert answers[2]["reply"] == "Passing you to a colleague, Ann."
     assert [(t.message, t.handoff) for t in store.conversation("a")] == [("eh", False), ("eh?", True)]
     assert store.streaks(["a", "b"]) == {"a": 0, "b": 1}
+
+
+def test_a_streak_carries_over_to_the_next_batch_while_the_previous_one_is_still_being_stored(models, replies_file, database_url):
+    from acceltune.assistant.routes import ReplyBatches, ReplyInput
+
+    class SlowStore(ConversationStore):
+        def __init__(self, url):
+            super().__init__(url)
+            self.commit = threading.Event()
+
+        def record(self, batch, at):
+            assert self.commit.wait(30)
+            super().record(batch, at)
+
+    store = SlowStore(database_url)
+    batches = ReplyBatches(Predictor(models["unsure"], backend="torch", device="cpu"), load_replies(replies_file, LABELS), store)
+    first = batches([ReplyInput("eh", "a", {})])
+    second = batches([ReplyInput("eh?", "a", {})])  # decided before the first batch is committed
+    assert not first.done()
+    store.commit.set()
+    assert [(a["handoff"], a["reason"]) for a in first.result() + second.result()] == [
+        (False, "low_confidence"), (True, "low_confidence_streak")]
+    assert [t.message for t in store.conversation("a")] == ["eh", "eh?"]
+    assert store.streaks(["a"]) == {"a": 0}
 
 
 def test_an_out_of_scope_message_hands_off_with_the_out_of_scope_reply(models, replies_file, tmp_path):

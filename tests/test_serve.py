@@ -452,6 +452,39 @@ def test_batch_workers_run_that_many_batches_at_once():
     assert len(threads_seen) == 2 and not both_running.broken
 
 
+def test_a_batch_function_may_return_a_future_and_the_next_batch_runs_before_it_resolves():
+    from concurrent.futures import Future
+
+    from acceltune.serve.batcher import Batcher, InferenceFailed
+
+    held: list[Future] = []
+    second_called = threading.Event()
+
+    def fn(inputs):
+        if inputs == [2]:
+            second_called.set()
+        future = Future()
+        held.append(future)
+        return future
+
+    async def main():
+        batcher = Batcher(fn, name="deferred", max_batch_size=1, max_wait_s=0)
+        batcher.start()
+        try:
+            first, second = batcher.submit([1]), batcher.submit([2])
+            assert await asyncio.to_thread(second_called.wait, 30)  # the first batch's future is still pending
+            assert not first.done()
+            held[1].set_result(["b"])
+            assert await second == ["b"]
+            held[0].set_exception(OSError("disk full"))
+            with pytest.raises(InferenceFailed, match="disk full"):
+                await first
+        finally:
+            await batcher.close()
+
+    asyncio.run(main())
+
+
 def test_the_queue_holds_what_drains_in_the_wait_bound_at_the_measured_capacity():
     from acceltune.serve.batcher import WARMUP_BATCHES, Batcher, QueueFull
 

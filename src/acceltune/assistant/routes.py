@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
 from functools import partial
 from typing import Callable, NamedTuple
@@ -36,22 +38,59 @@ class ReplyInput(NamedTuple):
     context: dict[str, str]
 
 
-def reply_batch(predictor, replies: Replies, store: ConversationStore, inputs: list[ReplyInput]) -> list[dict]:
-    """The batch function: one answer per message, in order; the batch's turns stored in one transaction.
-    Runs on the batcher's one thread, so a conversation's turns are decided and stored in arrival order."""
-    predictions = predictor.predict([x.message for x in inputs])
-    streaks = store.streaks(x.conversation_id for x in inputs)
-    answers, turns = [], []
-    for x, prediction in zip(inputs, predictions):
-        d = decide(replies, prediction, streaks.get(x.conversation_id, 0))
-        streaks[x.conversation_id] = d.streak
-        reply = replies.render(d.template, x.context)
-        answers.append({"intent": d.intent, "confidence": d.confidence, "oos": d.oos, "reply": reply,
-                        "handoff": d.handoff, "reason": d.reason})
-        turns.append(Turn(x.conversation_id, x.message, x.context, prediction["label"], d.intent, d.confidence, d.oos,
-                          prediction.get("oos_score"), d.low_confidence, d.handoff, d.reason, reply, d.streak))
-    store.record(turns, utcnow())
-    return answers
+#: Batches decided but not yet stored; the batcher waits beyond this (a database slower than the model).
+MAX_PENDING_WRITES = 2
+
+
+class ReplyBatches:
+    """The batch function: one answer per message, in order, answered once the batch's turns are stored (one
+    transaction). Called from the batcher's one thread, so a conversation's turns are decided in arrival
+    order; the commit runs on a writer thread beside the next batch's inference (commits stay in order).
+    A turn's low-confidence streak is read from the database, or from the batches still being stored."""
+
+    def __init__(self, predictor, replies: Replies, store: ConversationStore):
+        self.predictor, self.replies, self.store = predictor, replies, store
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="acceltune-assistant-store")
+        self._room = threading.Semaphore(MAX_PENDING_WRITES)
+        self._lock = threading.Lock()
+        self._unstored: dict[str, tuple[int, int]] = {}  # conversation -> (streak, batch) of batches not committed yet
+        self._batches = 0
+
+    def __call__(self, inputs: list[ReplyInput]) -> Future:
+        predictions = self.predictor.predict([x.message for x in inputs])
+        ids = {x.conversation_id for x in inputs}
+        with self._lock:
+            streaks = {cid: self._unstored[cid][0] for cid in ids if cid in self._unstored}
+        # Every conversation with an uncommitted turn is in _unstored (added below before its write is queued,
+        # removed after its commit), so the database holds the latest streak of the others.
+        if len(streaks) < len(ids):
+            streaks.update(self.store.streaks(ids - streaks.keys()))
+        answers, turns = [], []
+        for x, prediction in zip(inputs, predictions):
+            d = decide(self.replies, prediction, streaks.get(x.conversation_id, 0))
+            streaks[x.conversation_id] = d.streak
+            reply = self.replies.render(d.template, x.context)
+            answers.append({"intent": d.intent, "confidence": d.confidence, "oos": d.oos, "reply": reply,
+                            "handoff": d.handoff, "reason": d.reason})
+            turns.append(Turn(x.conversation_id, x.message, x.context, prediction["label"], d.intent, d.confidence, d.oos,
+                              prediction.get("oos_score"), d.low_confidence, d.handoff, d.reason, reply, d.streak))
+        self._batches += 1
+        batch = self._batches
+        self._room.acquire()
+        with self._lock:
+            self._unstored.update((cid, (streaks[cid], batch)) for cid in ids)
+        return self._writer.submit(self._store, turns, answers, batch, ids)
+
+    def _store(self, turns: list[Turn], answers: list[dict], batch: int, ids: set[str]) -> list[dict]:
+        try:
+            self.store.record(turns, utcnow())
+        finally:  # stored or not, the database is what the next batches must read for these conversations
+            with self._lock:
+                for cid in ids:
+                    if self._unstored.get(cid, (0, 0))[1] == batch:
+                        del self._unstored[cid]
+            self._room.release()
+        return answers
 
 
 class AssistantRoutes:
@@ -89,7 +128,8 @@ class AssistantRoutes:
     def _load(self, settings):
         predictor = self.predictor_factory(settings)
         predictor.predict(["warm up"])  # one-off initialisation before the first real message
-        return partial(reply_batch, predictor, self.replies, self.store)
+        self.batches = ReplyBatches(predictor, self.replies, self.store)
+        return self.batches
 
     async def _purge_periodically(self) -> None:
         while True:

@@ -5,7 +5,10 @@ route's: texts -> result dicts). Requests are queued on the event loop (``submit
 bounded) and the batcher's worker thread(s) form batches: a free worker takes the oldest request, then
 waits up to ``max_wait_s`` after that request arrived for others, until ``max_batch_size`` inputs are
 queued. A request is never split across batches. The worker runs the batch function off the event loop,
-then hands all of the batch's results back to the loop in one callback. With ``workers`` > 1 that many
+then hands all of the batch's results back to the loop in one callback. A batch function may instead
+return a ``concurrent.futures.Future`` of its results, for work that must finish before the answers go
+out but need not hold up the next batch (the assistant's database commit): the worker goes on to the
+next batch at once, and the requests are answered when the future resolves. With ``workers`` > 1 that many
 batches run at once (the batch function must be thread-safe: an ONNX Runtime session is). Several
 batchers (one per model or route) may run in one app.
 
@@ -23,6 +26,7 @@ peak held for ever would, under a sustained overload, queue several seconds of w
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import sys
@@ -42,8 +46,8 @@ WARMUP_BATCHES = 10
 #: How fast the capacity follows a drain rate that stays lower (a slower machine, a sustained overload).
 CAPACITY_HALF_LIFE_S = 10.0
 
-#: Inputs in, one result per input out, in order. Runs on the batcher's worker thread.
-BatchFunction = Callable[[list], Sequence[Any]]
+#: Inputs in, one result per input out, in order (or a Future of them). Runs on the batcher's worker thread.
+BatchFunction = Callable[[list], "Sequence[Any] | concurrent.futures.Future"]
 
 
 def lower_thread_priority(increment: int) -> None:
@@ -57,6 +61,14 @@ def lower_thread_priority(increment: int) -> None:
         os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
     except OSError:
         log.warning("could not lower the inference threads' priority")
+
+
+def _outcome(future: concurrent.futures.Future):
+    """A done future's result, or the exception it ended with (a cancelled one included)."""
+    try:
+        return future.result()
+    except BaseException as e:  # noqa: BLE001 - handed on: every request of the batch gets a 500
+        return e
 
 
 class QueueFull(Exception):
@@ -110,6 +122,7 @@ class Batcher:
         self._closing = False
         self._hurry = False  # shutting down: run what is queued without waiting for fuller batches
         self._threads: list[threading.Thread] = []
+        self._deferred: set[concurrent.futures.Future] = set()  # batch functions' futures not resolved yet
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- event-loop side -------------------------------------------------------------------------
@@ -198,13 +211,15 @@ class Batcher:
             self._cond.notify_all()
 
     async def close(self) -> None:
-        """Stop accepting, finish everything queued, stop the worker."""
+        """Stop accepting, finish everything queued (deferred results included), stop the worker."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()
         for thread in self._threads:
             await asyncio.get_running_loop().run_in_executor(None, thread.join)
         self._threads = []
+        if self._deferred:
+            await asyncio.wait([asyncio.wrap_future(f) for f in list(self._deferred)])
 
     # ---- worker thread ---------------------------------------------------------------------------
 
@@ -246,22 +261,45 @@ class Batcher:
             if batch is None:
                 return
             started = time.perf_counter()
+            inputs = [x for job in batch for x in job.inputs]
             try:
-                outcomes = self._call(batch)
-                self._measure(sum(len(job.inputs) for job in batch), time.perf_counter() - started)
-            except Exception as e:  # the batch function failed: every request of the batch gets a 500
-                log.exception("batch function %r failed for a batch of %d request(s)", self.name, len(batch))
-                outcomes = [InferenceFailed(f"inference failed: {e.__class__.__name__}: {e}")] * len(batch)
-            if self.metrics is not None:
-                m = self.metrics
-                for job in batch:
-                    m.queue_time.observe(started - job.enqueued)
-                m.batch_requests.observe(len(batch))
-                m.batch_time.observe(time.perf_counter() - started)
-            try:
-                self._loop.call_soon_threadsafe(self._deliver, batch, outcomes)
-            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                results = self.fn(inputs)
+            except Exception as e:
+                results = e
+            if isinstance(results, concurrent.futures.Future):
+                # Measured up to here: the future's remaining work runs beside the next batch.
+                self._measure(len(inputs), time.perf_counter() - started)
+                self._deferred.add(results)
+                results.add_done_callback(self._deferred.discard)
+                results.add_done_callback(lambda f, batch=batch, started=started, n=len(inputs):
+                                          self._finish(batch, n, started, _outcome(f), measured=True))
+            elif not self._finish(batch, len(inputs), started, results):
                 return
+
+    def _finish(self, batch: list[Job], n: int, started: float, results, measured: bool = False) -> bool:
+        """Split ``results`` (or the exception the batch function raised) per request, observe the batch and
+        hand it to the event loop; False once the loop is closed (nobody is waiting any more)."""
+        if not isinstance(results, BaseException):
+            try:
+                outcomes = self._split(batch, n, results)
+                if not measured:
+                    self._measure(n, time.perf_counter() - started)
+            except Exception as e:
+                results = e
+        if isinstance(results, BaseException):  # the batch function failed: every request of the batch gets a 500
+            log.error("batch function %r failed for a batch of %d request(s)", self.name, len(batch), exc_info=results)
+            outcomes = [InferenceFailed(f"inference failed: {results.__class__.__name__}: {results}")] * len(batch)
+        if self.metrics is not None:
+            m = self.metrics
+            for job in batch:
+                m.queue_time.observe(started - job.enqueued)
+            m.batch_requests.observe(len(batch))
+            m.batch_time.observe(time.perf_counter() - started)
+        try:
+            self._loop.call_soon_threadsafe(self._deliver, batch, outcomes)
+        except RuntimeError:
+            return False
+        return True
 
     def _measure(self, inputs: int, seconds: float) -> None:
         """Update the drain rate, the capacity and the queue limit they imply (after a batch that succeeded).
@@ -276,14 +314,12 @@ class Batcher:
         self._capacity, self._measured_at = max(self._rate, decayed), now
         self._queue_limit = max(self.max_batch_size, min(self.max_queue, int(self._capacity * self.max_queue_wait_s)))
 
-    def _call(self, batch: list[Job]) -> list[list]:
-        inputs = [x for job in batch for x in job.inputs]
-        results = self.fn(inputs)
-        if len(results) != len(inputs):
-            raise RuntimeError(f"the batch function returned {len(results)} results for {len(inputs)} inputs")
+    def _split(self, batch: list[Job], n: int, results: Sequence[Any]) -> list[list]:
+        if len(results) != n:
+            raise RuntimeError(f"the batch function returned {len(results)} results for {n} inputs")
         if self.metrics is not None:
-            self.metrics.batch_size.observe(len(inputs))
-            self.metrics.inputs.inc(len(inputs))
+            self.metrics.batch_size.observe(n)
+            self.metrics.inputs.inc(n)
         outcomes, start = [], 0
         for job in batch:
             end = start + len(job.inputs)
