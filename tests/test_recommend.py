@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from acceltune import DataArgs, ModelArgs, TrainArgs, TrainConfig, train
 from acceltune.recommend.additems import add_items
 from acceltune.recommend.data import InteractionColumns, leave_one_out, read_interactions
-from acceltune.recommend.metrics import EXCLUDED, exclude, ranking_metrics, target_ranks
+from acceltune.recommend.metrics import EXCLUDED, evaluation_rows, exclude, ranking_metrics, rows_metrics, target_ranks, top_k
 from acceltune.recommend.model import MAX_INPUT_TOKENS
 from acceltune.recommend.recommender import Query, Recommender
 from acceltune.recommend.task import RecommendSettings, SequentialRecommendation
@@ -100,6 +100,24 @@ def test_full_ranking_metrics_match_a_hand_computation():
     assert m["mrr"] == pytest.approx((1 / 3 + 1 / 4 + 1) / 3)
     # Top 10 of 5 items covers all 5 (excluded ones still fill the list when nothing else is left).
     assert m["coverage@10"] == 1.0 and m["users"] == 3
+
+
+@pytest.mark.parametrize("items", [5, 40])
+def test_the_per_batch_evaluation_rows_give_the_full_matrix_metrics(items):
+    """Training evaluates through evaluation_rows (12 floats a user) instead of keeping every score: the same
+    ranks, top 10 (ties by lower index, excluded items included) and metrics as the numpy full-matrix path."""
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.random((64, items)), 1).astype(np.float32)  # rounded: many ties
+    exclude(scores, [rng.choice(items, 3, replace=False) for _ in range(64)])
+    targets = rng.integers(0, items, 64)
+    rows = evaluation_rows(torch.from_numpy(scores), torch.from_numpy(targets)).numpy()
+    assert rows[:, 0].astype(int).tolist() == target_ranks(scores, targets).tolist()
+    top = top_k(scores, 10)
+    assert rows[:, 2:2 + top.shape[1]].astype(int).tolist() == top.tolist()
+    assert (rows[:, 2 + top.shape[1]:] == -1).all()
+    expected = {**ranking_metrics(scores, targets),
+                "loss": float(torch.nn.functional.cross_entropy(torch.from_numpy(scores), torch.from_numpy(targets)))}
+    assert rows_metrics(rows, items) == pytest.approx(expected)
 
 
 def test_the_model_learns_the_planted_pattern_that_popularity_cannot(trained):

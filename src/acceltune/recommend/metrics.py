@@ -5,9 +5,14 @@ stable top-k would. One target per user, so Recall@k equals HR@k; they are repor
 from __future__ import annotations
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from acceltune.recommend.model import EXCLUDED  # the score excluded items get, the same in the model's evaluation
 CUTOFFS = (10, 20)
+TOP = 10
+ROW_WIDTH = 2 + TOP
+"""Floats kept per evaluated user (evaluation_rows): target rank, target loss, the top-10 item indices."""
 
 
 def exclude(scores: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
@@ -25,12 +30,47 @@ def target_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k best items per row, best first (ties by lower index)."""
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else np.tile(np.arange(k), (len(scores), 1))
-    vals = scores[np.arange(len(scores))[:, None], part]
-    order = np.lexsort((part, -vals), axis=1)
-    return np.take_along_axis(part, order, axis=1)
+    """Indices of the k best items per row, best first (ties by lower index, also at the k-th place)."""
+    n, items = scores.shape
+    k = min(k, items)
+    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1:k]
+    above = scores > kth
+    tied = scores == kth
+    take = above | (tied & (np.cumsum(tied, axis=1) <= k - above.sum(1, keepdims=True)))
+    top = np.nonzero(take)[1].reshape(n, k)  # per row, ascending item index
+    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1)
+
+
+def evaluation_rows(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(users, ROW_WIDTH): each user's target rank (as target_ranks), the cross-entropy of the target and the
+    top-10 item indices (as top_k, -1 past the catalogue's end): all that `rows_metrics` needs, so that an
+    evaluation keeps 12 floats a user instead of a score for every item (float32 holds the indices exactly
+    up to 2**24 items)."""
+    n, items = scores.shape
+    cols = torch.arange(items, device=scores.device)[None, :]
+    t = scores.gather(1, targets[:, None])
+    ranks = ((scores > t) | ((scores == t) & (cols < targets[:, None]))).sum(1)
+    k = min(TOP, items)
+    kth = torch.topk(scores, k, dim=1).values[:, -1:]
+    above = scores > kth
+    tied = scores == kth
+    # Exactly k per row: everything above the k-th score, then the lowest-index ties (top_k's order).
+    take = above | (tied & (tied.cumsum(1) <= k - above.sum(1, keepdim=True)))
+    top = take.nonzero()[:, 1].view(n, k)  # per row, ascending item index
+    top = top.gather(1, torch.sort(-scores.gather(1, top), dim=1, stable=True).indices)
+    top = F.pad(top, (0, TOP - k), value=-1)
+    loss = F.cross_entropy(scores, targets, reduction="none")
+    return torch.cat([ranks[:, None].float(), loss[:, None], top.float()], dim=1)
+
+
+def rows_metrics(rows: np.ndarray, num_items: int) -> dict:
+    """The metrics and the mean target loss from `evaluation_rows` (concatenated over batches)."""
+    top = rows[:, 2:].astype(np.int64)
+    metrics = summarise(rows[:, 0].astype(np.int64), top[top >= 0], num_items)
+    if len(rows):
+        metrics["loss"] = float(rows[:, 1].mean())
+    return metrics
 
 
 def ranking_metrics(scores: np.ndarray, targets: np.ndarray) -> dict:

@@ -22,7 +22,7 @@ from acceltune.errors import UserError
 from acceltune.recommend import artifacts
 from acceltune.recommend.data import (Catalogue, InteractionColumns, Interactions, LeaveOneOut, leave_one_out,
                                       read_interactions, read_items)
-from acceltune.recommend.metrics import ranking_metrics
+from acceltune.recommend.metrics import evaluation_rows, rows_metrics
 from acceltune.recommend.model import (ITEM_OFFSET, MASK_ID, SPECIAL_TOKENS, RecommendationLoss, RecommenderConfig,
                                        SequenceRecommender)
 
@@ -230,8 +230,12 @@ class SequentialRecommendation(Task):
     def selection_metric(self, args) -> str:
         return "loss" if args.early_stopping_metric == "loss" else SELECTION_METRIC
 
+    def eval_outputs(self, logits, labels):
+        """A score per catalogue item is too wide to keep for every user: the rank, loss and top 10 of each."""
+        return evaluation_rows(logits, labels)
+
     def metrics(self, logits: np.ndarray, labels: np.ndarray, splits, detailed: bool) -> dict:
-        return ranking_metrics(logits, labels)
+        return rows_metrics(logits, len(splits.catalogue))
 
     def model_info(self, splits, max_length: int, version: str):
         from acceltune import ModelInfo

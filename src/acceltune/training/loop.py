@@ -141,8 +141,9 @@ def linear_warmup_decay(optimizer, warmup_steps: int, total_steps: int):
 
 
 @torch.inference_mode()
-def predict_logits(model, dataset, collator, accelerator) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and labels for every example, in dataset order, gathered from all ranks without duplicates."""
+def predict_logits(model, dataset, collator, accelerator, reduce=None) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels for every example, in dataset order, gathered from all ranks without duplicates;
+    with ``reduce(logits, labels)`` (a Task's eval_outputs), what it keeps of each batch instead of the logits."""
     model.eval()
     lengths = batching.column_array(dataset, "length")
     max_tokens = EVAL_MAX_TOKENS if accelerator.device.type == "cuda" else EVAL_MAX_TOKENS_CPU
@@ -157,16 +158,22 @@ def predict_logits(model, dataset, collator, accelerator) -> tuple[np.ndarray, n
         dummy = i >= len(batches)
         idx = np.asarray([0]) if dummy else batches[i]
         batch = collator(view.__getitems__(idx.tolist()))
-        batch.pop("labels", None)
+        labels = batch.pop("labels", None)
         batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
         with accelerator.autocast():
             logits = model(**batch).logits.float()
         if dummy:
             continue
-        outputs.append(logits)
+        outputs.append(logits if reduce is None else reduce(logits, labels.to(accelerator.device)).float())
         indices.append(torch.as_tensor(idx, device=accelerator.device))
-    num_labels = model.config.num_labels if hasattr(model, "config") else accelerator.unwrap_model(model).config.num_labels
-    local_logits = torch.cat(outputs) if outputs else torch.zeros((0, num_labels), device=accelerator.device)
+    if outputs:
+        local_logits = torch.cat(outputs)
+    else:  # a rank with no examples still takes part in the gather, with the width the others have
+        width = model.config.num_labels if hasattr(model, "config") else accelerator.unwrap_model(model).config.num_labels
+        if reduce is not None:
+            probe = torch.zeros((1, width), device=accelerator.device)
+            width = reduce(probe, torch.zeros(1, dtype=torch.long, device=accelerator.device)).shape[1]
+        local_logits = torch.zeros((0, width), device=accelerator.device)
     local_idx = torch.cat(indices) if indices else torch.zeros((0,), dtype=torch.long, device=accelerator.device)
     if accelerator.num_processes > 1:
         # Ranks hold different counts: pad with index -1, gather, drop the padding.
@@ -182,8 +189,10 @@ def predict_logits(model, dataset, collator, accelerator) -> tuple[np.ndarray, n
 
 
 def evaluate_split(run: "Run", dataset, detailed: bool = False) -> dict:
-    logits, labels = predict_logits(run.model, dataset, run.collator, run.accelerator)
+    logits, labels = predict_logits(run.model, dataset, run.collator, run.accelerator, run.task.eval_outputs)
     metrics = run.task.metrics(logits, labels, run.splits, detailed)
+    if "loss" in metrics:  # a Task that reduces its outputs scores the loss itself (eval_outputs)
+        return metrics
     target = labels_tensor(labels, run.task.float_labels(run.splits))
     # On a copy: .cpu() moves a module in place, and the training loss (class weights) must stay on the device.
     metrics["loss"] = float(copy.deepcopy(run.loss_fn).cpu()(torch.from_numpy(logits), target))

@@ -8,7 +8,7 @@ is the first Task; another one (regression, token classification, ...) is a new 
 new loop.
 
 The loop calls, in this order: `load_splits` → `load_tokenizer` → `build_model` → `model_info` → `loss_function`,
-then per evaluation `metrics`, per improvement `save_model`, and once at the end `finalize` and `write_report`.
+then per evaluation `eval_outputs` (per batch) and `metrics`, per improvement `save_model`, and once at the end `finalize` and `write_report`.
 Examples are ``datasets`` rows with ``text`` (and ``text_pair``) and ``labels``; the model is called
 as ``model(input_ids=..., attention_mask=...)`` and returns ``.logits``.
 """
@@ -52,6 +52,13 @@ class Task(ABC):
     @abstractmethod
     def metrics(self, logits: np.ndarray, labels: np.ndarray, splits: Splits, detailed: bool) -> dict:
         """Scores of one split's predictions; must contain the --early-stopping-metric used (or it is "loss")."""
+
+    def eval_outputs(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """What `metrics` receives of one evaluation batch, one row per example (default: the logits, unchanged).
+        A Task whose logits are too wide to keep for a whole split (a score for every catalogue item) reduces
+        them here, so that evaluation memory does not grow with split size times width; its `metrics` then
+        returns the split's "loss" too, as the loop can no longer compute it from the logits."""
+        return logits
 
     @abstractmethod
     def model_info(self, splits: Splits, max_length: int, version: str) -> ModelInfo:
