@@ -100,6 +100,11 @@ def test_full_ranking_metrics_match_a_hand_computation():
     assert m["mrr"] == pytest.approx((1 / 3 + 1 / 4 + 1) / 3)
     # Top 10 of 5 items covers all 5 (excluded ones still fill the list when nothing else is left).
     assert m["coverage@10"] == 1.0 and m["users"] == 3
+    # Ties at the 10th place go to the lowest indices: item 13 beats all, 14 equal items fill the other 9 places.
+    tied = np.full((1, 20), 0.5)
+    tied[0, 13] = 0.9
+    tied[0, 2] = 0.1
+    assert top_k(tied, 10).tolist() == [[13, 0, 1, 3, 4, 5, 6, 7, 8, 9]]
 
 
 @pytest.mark.parametrize("items", [5, 40])

@@ -22,46 +22,41 @@ def exclude(scores: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
     return scores
 
 
-def target_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+def ranks_of(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """0-based rank of each target among all items (higher score first, ties by lower index)."""
-    t = scores[np.arange(len(targets)), targets][:, None]
-    cols = np.arange(scores.shape[1])[None, :]
-    return ((scores > t) | ((scores == t) & (cols < targets[:, None]))).sum(axis=1)
+    cols = torch.arange(scores.shape[1], device=scores.device)[None, :]
+    t = scores.gather(1, targets[:, None])
+    return ((scores > t) | ((scores == t) & (cols < targets[:, None]))).sum(1)
 
 
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+def best_of(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Indices of the k best items per row, best first (ties by lower index, also at the k-th place)."""
     n, items = scores.shape
     k = min(k, items)
-    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1:k]
-    above = scores > kth
-    tied = scores == kth
-    take = above | (tied & (np.cumsum(tied, axis=1) <= k - above.sum(1, keepdims=True)))
-    top = np.nonzero(take)[1].reshape(n, k)  # per row, ascending item index
-    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(top, order, axis=1)
-
-
-def evaluation_rows(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """(users, ROW_WIDTH): each user's target rank (as target_ranks), the cross-entropy of the target and the
-    top-10 item indices (as top_k, -1 past the catalogue's end): all that `rows_metrics` needs, so that an
-    evaluation keeps 12 floats a user instead of a score for every item (float32 holds the indices exactly
-    up to 2**24 items)."""
-    n, items = scores.shape
-    cols = torch.arange(items, device=scores.device)[None, :]
-    t = scores.gather(1, targets[:, None])
-    ranks = ((scores > t) | ((scores == t) & (cols < targets[:, None]))).sum(1)
-    k = min(TOP, items)
     kth = torch.topk(scores, k, dim=1).values[:, -1:]
     above = scores > kth
     tied = scores == kth
-    # Exactly k per row: everything above the k-th score, then the lowest-index ties (top_k's order).
+    # Exactly k per row: everything above the k-th score, then the lowest-index ties.
     take = above | (tied & (tied.cumsum(1) <= k - above.sum(1, keepdim=True)))
     top = take.nonzero()[:, 1].view(n, k)  # per row, ascending item index
-    top = top.gather(1, torch.sort(-scores.gather(1, top), dim=1, stable=True).indices)
-    top = F.pad(top, (0, TOP - k), value=-1)
+    return top.gather(1, torch.sort(-scores.gather(1, top), dim=1, stable=True).indices)
+
+
+def target_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    return ranks_of(torch.from_numpy(np.ascontiguousarray(scores)), torch.from_numpy(np.asarray(targets, np.int64))).numpy()
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    return best_of(torch.from_numpy(np.ascontiguousarray(scores)), k).numpy()
+
+
+def evaluation_rows(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(users, ROW_WIDTH): each user's target rank, the cross-entropy of the target and the top-10 item indices
+    (-1 past the catalogue's end): all that `rows_metrics` needs, so that an evaluation keeps 12 floats a user
+    instead of a score for every item (float32 holds the indices exactly up to 2**24 items)."""
+    top = F.pad(best_of(scores, TOP), (0, TOP - min(TOP, scores.shape[1])), value=-1)
     loss = F.cross_entropy(scores, targets, reduction="none")
-    return torch.cat([ranks[:, None].float(), loss[:, None], top.float()], dim=1)
+    return torch.cat([ranks_of(scores, targets)[:, None].float(), loss[:, None], top.float()], dim=1)
 
 
 def rows_metrics(rows: np.ndarray, num_items: int) -> dict:
