@@ -128,8 +128,7 @@ class AssistantRoutes:
     def _load(self, settings):
         predictor = self.predictor_factory(settings)
         predictor.predict(["warm up"])  # one-off initialisation before the first real message
-        self.batches = ReplyBatches(predictor, self.replies, self.store)
-        return self.batches
+        return ReplyBatches(predictor, self.replies, self.store)
 
     async def _purge_periodically(self) -> None:
         while True:
