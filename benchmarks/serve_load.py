@@ -31,6 +31,10 @@ Scenarios, each on a fresh server, one message per request unless named ``...32`
   once, each on its own single-threaded ONNX Runtime run); any scenario name ending ``_wN`` adds
   ``--batch-workers N``.
 - ``batching32`` / ``nobatch32`` / ``baseline32``: 32 messages per request (not in the default list).
+- ``model``: no server, no HTTP: the same model through ``acceltune.Predictor`` in this process, one message
+  per call against 64 messages per call cut by the server's token budget (what a full batch costs). Its
+  ratio is the most batching can gain on this model and machine: the server adds the same HTTP work to
+  both sides, so ``batching_vs_nobatch`` can only come out below it.
 
 Status counts come from the server's /metrics (exact; wrk only counts non-2xx). Prints one JSON line per
 scenario, then a summary line with the ratios and the issue's targets. With the defaults a full run
@@ -329,6 +333,27 @@ class Bench:
     workdir: Path
     results: dict = field(default_factory=dict)
 
+    def model(self, name: str, seconds: float = 4.0, batch: int = 64) -> dict:
+        from acceltune.inference.batches import SERVE_CPU_BATCH_TOKENS, default_batch_tokens
+        from acceltune.inference.predictor import Predictor
+
+        pred = Predictor(self.args.model, backend=self.args.backend)
+        pred.max_batch_tokens = default_batch_tokens(pred.backend, SERVE_CPU_BATCH_TOKENS)  # as the server sets it
+        rng = random.Random(0)
+        rates = {}
+        for size in (1, batch):
+            pred.outputs(self.messages[:size])  # warm-up
+            done, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                pred.outputs(rng.sample(self.messages, size))
+                done += size
+            rates[size] = done / (time.perf_counter() - start)
+        r = {"scenario": name, "max_batch_tokens": pred.max_batch_tokens, "messages_per_s_one_per_call": round(rates[1], 1),
+             f"messages_per_s_{batch}_per_call": round(rates[batch], 1), "batching_ceiling": round(rates[batch] / rates[1], 2)}
+        self.results[name] = r
+        print(json.dumps(r), flush=True)
+        return r
+
     def serve_cmd(self, port: int, batch_size: int, queue: int, workers: int | None = None) -> list[str]:
         a = self.args
         queue_flags = ["--max-queue", str(queue), "--max-inputs", str(min(256, queue))] if queue else []
@@ -472,6 +497,8 @@ def summary(results: dict, overload_factor: float) -> dict:
         s["target_2x_nobatch"] = s["batching_vs_nobatch"] >= 2.0
     if b and base:
         s["target_15x_baseline"] = s["batching_vs_baseline"] >= 15
+    if "model" in results:
+        s["model_batching_ceiling"] = results["model"]["batching_ceiling"]
     if "batching32" in results:
         s["messages_per_s_32"] = results["batching32"]["messages_per_s"]
     o = results.get("overload")
@@ -502,7 +529,7 @@ def summary(results: dict, overload_factor: float) -> dict:
     return s
 
 
-DEFAULT_SCENARIOS = "batching,nobatch,batching_w2,nobatch_w2,baseline,overload,overload_closed,overload_closed_storm,sigterm"
+DEFAULT_SCENARIOS = "model,batching,nobatch,batching_w2,nobatch_w2,baseline,overload,overload_closed,overload_closed_storm,sigterm"
 
 
 def main() -> int:
@@ -545,7 +572,9 @@ def main() -> int:
             base = re.sub(r"_w\d+$", "", name)
             per_request = 32 if base.endswith("32") else 1
             base = base.removesuffix("32")
-            if base == "batching":
+            if name == "model":
+                bench.model(name)
+            elif base == "batching":
                 bench.batching(name, per_request, workers=workers)
             elif base == "nobatch":
                 bench.batching(name, per_request, batch_size=1, workers=workers)
