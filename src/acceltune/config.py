@@ -95,6 +95,7 @@ class TrainArgs:
     grad_accumulation: int = _f(1, "batches accumulated per optimizer step")
     label_smoothing: float = _f(0.1, "label smoothing for single-label cross-entropy (0.1 measured +0.5 points on Banking77, see docs/results.md)")
     class_weights: bool = _f(False, "weight the loss by inverse class frequency (imbalanced data)")
+    logit_norm: float = _f(0.0, "LogitNorm temperature for single-label cross-entropy (0: off; see docs/out-of-scope.md)")
     seed: int = _f(42, "seed for splits, shuffling, initialisation and dropout")
     precision: str = _f("auto", "auto | fp32 | fp16 | bf16 (auto: bf16+TF32 on Ampere and newer, fp16 with loss scaling on Volta/Turing, bf16 autocast on CPUs with AVX-512 BF16 or AMX, else fp32)")
     device: str = _f("auto", "auto | cpu | cuda | cuda:N")
@@ -131,6 +132,8 @@ class TrainArgs:
             raise UserError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
         if not 0 <= self.label_smoothing < 1:
             raise UserError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.logit_norm <= 1:
+            raise UserError(f"--logit-norm must be 0 (off) or a temperature in (0, 1] such as 0.04, got {self.logit_norm}")
         metrics = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "loss")
         if self.early_stopping_metric not in metrics:
             raise UserError(f"--early-stopping-metric must be one of {', '.join(metrics)}, got {self.early_stopping_metric!r}")

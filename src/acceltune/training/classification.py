@@ -17,11 +17,27 @@ from acceltune.modeling import load_classifier
 from acceltune.training.task import Task
 
 
-def loss_function(multi_label: bool, class_weights: torch.Tensor | None, label_smoothing: float) -> nn.Module:
-    """BCE per label (class weights as pos_weight) or cross-entropy over labels (class weights, smoothing)."""
+class LogitNormLoss(nn.Module):
+    """Cross-entropy of logits / (tau x their L2 norm) (LogitNorm, Wei et al., 2022): the logits' scale stops
+    growing during training, so confidence and the features stay informative about unfamiliar inputs."""
+
+    def __init__(self, cross_entropy: nn.CrossEntropyLoss, tau: float):
+        super().__init__()
+        self.cross_entropy, self.tau = cross_entropy, tau
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        norms = logits.norm(p=2, dim=-1, keepdim=True).clamp_min(1e-7)
+        return self.cross_entropy(logits / (self.tau * norms), labels)
+
+
+def loss_function(multi_label: bool, class_weights: torch.Tensor | None, label_smoothing: float,
+                  logit_norm: float = 0.0) -> nn.Module:
+    """BCE per label (class weights as pos_weight) or cross-entropy over labels (class weights, smoothing,
+    LogitNorm when ``logit_norm`` > 0)."""
     if multi_label:
         return nn.BCEWithLogitsLoss(pos_weight=class_weights)
-    return nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing)
+    ce = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing)
+    return LogitNormLoss(ce, logit_norm) if logit_norm > 0 else ce
 
 
 def inverse_frequency_weights(labels, num_labels: int, multi_label: bool) -> torch.Tensor:
@@ -74,7 +90,7 @@ class SequenceClassification(Task):
 
         weights = (inverse_frequency_weights(column_array(splits.train, "labels"), len(splits.labels), splits.multi_label)
                    if args.class_weights else None)
-        return loss_function(splits.multi_label, weights, args.label_smoothing)
+        return loss_function(splits.multi_label, weights, args.label_smoothing, args.logit_norm)
 
     def metrics(self, logits: np.ndarray, labels: np.ndarray, splits: Splits, detailed: bool) -> dict:
         return compute_metrics(logits, labels, splits.labels, splits.multi_label, ModelInfo.threshold, detailed=detailed)
