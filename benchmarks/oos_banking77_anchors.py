@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import oos_banking77 as B
 from acceltune.inference.backends.base import Outputs
 from acceltune.oos.rule import Calibration, fit_scores
-from acceltune.oos.scores import MSP, mahalanobis_min
+from acceltune.oos.scores import MSP, mahalanobis_min, mahalanobis_pairwise
 from acceltune.oos.calibration import auroc, best_recall_at, sweep
 
 model_dir = Path(sys.argv[1]); data = B.ROOT / "runs" / "oos_banking77" / "data"; shared = B.ROOT.parent / "shared" / "data" / "banking77"
@@ -54,8 +54,7 @@ for name, s in fitted.items():
 # anchored Mahalanobis: d_in - d_anchor (k nearest anchors, mean of k smallest)
 M = fitted["mahalanobis"]; P = M.arrays["precision"]; means = M.arrays["means"]
 def pair_d(x, a):
-    x = x.astype(np.float64); a = a.astype(np.float64); xp = x @ P; ap = a @ P
-    return np.maximum((xp * x).sum(1)[:, None] - 2 * xp @ a.T + (ap * a).sum(1)[None, :], 0)
+    return mahalanobis_pairwise(x, a.astype(np.float64), P)
 d_in_te = mahalanobis_min(te.features, means, P)
 def anchored(anchor_mask, k=1, mode="knn"):
     A = va.features[anchor_mask]

@@ -141,13 +141,18 @@ def floored_precision(cov: np.ndarray, floor: float = VARIANCE_FLOOR) -> np.ndar
     return (vectors / values) @ vectors.T
 
 
-def mahalanobis_min(x: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.ndarray:
-    """min over classes of (x - mu)^T P (x - mu), as x P x - 2 x P mu + mu P mu (one matmul per batch)."""
+def mahalanobis_pairwise(x: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """(n, m) squared distances (x - mu)^T P (x - mu), as x P x - 2 x P mu + mu P mu (one matmul per batch)."""
     x = x.astype(np.float64)
     xp = x @ precision
     mp = means @ precision
     d = (xp * x).sum(axis=1)[:, None] - 2.0 * xp @ means.T + (mp * means).sum(axis=1)[None, :]
-    return np.maximum(d.min(axis=1), 0.0)
+    return np.maximum(d, 0.0)
+
+
+def mahalanobis_min(x: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """min over classes of the squared Mahalanobis distance."""
+    return mahalanobis_pairwise(x, means, precision).min(axis=1)
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
