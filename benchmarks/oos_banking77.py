@@ -25,7 +25,10 @@ score is fitted and calibrated from those (acceltune.oos, the same functions tra
 - ``no_oos_anywhere``: the in-scope validation rows only, calibrated for in_scope_recall=0.95 with the
   default score (the model is the same: it never saw an out-of-scope example, and its training
   chose its best epoch by in-scope accuracy, which the out-of-scope rows cannot raise);
-- ``default_rule``: the rule `acceltune train` saved in the model directory with its defaults.
+- ``default_rule``: the rule `acceltune train` saved in the model directory with its defaults;
+- ``per_held_out_intent``: for the default rule's score at its ``best_at_in_scope_0.90`` threshold, the share
+  of each held-out intent's test messages caught, and the in-scope intent the model gives most of them
+  (how close each held-out intent is to one the model knows).
 
 Prints ONE JSON object on stdout (and writes it to --output); progress goes to stderr.
 """
@@ -82,6 +85,7 @@ def make_split(data_dir: Path, seed: int, out: Path) -> dict:
              "test": [(t, OOS if c in held_out else c) for t, c in test]}
     for name, rows in files.items():
         write_rows(out / f"{name}.csv", rows)
+    write_rows(out / "original_test.csv", test)  # the held-out rows' own intents, for the per-intent breakdown
     return {"held_out_intents": held_out, "seed": seed,
             "rows": {name: len(rows) for name, rows in files.items()},
             "oos_rows": {name: sum(c == OOS for _, c in rows) for name, rows in files.items()}}
@@ -195,11 +199,32 @@ def measure(model_dir: Path, data: Path, int8: bool) -> dict:
                                  "scores": measure_scores(fit_scores(no_oos, in_scope), no_oos.validation,
                                                           no_oos.validation_labels, test, test_y, oos_index,
                                                           goals=("in_scope_recall=0.95",))}
+    result["per_held_out_intent"] = per_held_out_intent(fitted[rule.score], test, test_y, oos_index, labels, data)
     if int8:
         result["int8"] = int8_agreement(model_dir, rule, test, rows["test"])
     result["measure_wall_s"] = round(time.perf_counter() - start, 1)
     assert DEFAULT_GOAL == "in_scope_recall=0.95"
     return result
+
+
+def per_held_out_intent(score, test, test_y, oos_index: int, labels: list[str], data: Path) -> dict:
+    from acceltune.oos.calibration import best_recall_at, sweep
+
+    s = score.score(test.logits, test.features)
+    pred, test_oos = test.logits.argmax(1), test_y == oos_index
+    best = best_recall_at(sweep(s, test_oos, pred == test_y, pred == oos_index), TARGET_ACCURACY)
+    if best["threshold"] is None:
+        return {"score": score.name, "threshold": None, "why": f"no threshold keeps in-scope accuracy >= {TARGET_ACCURACY}"}
+    # The split's test.csv keeps the official test set's order: its original intents name the held-out rows.
+    original = np.array([c for _, c in read_rows(data / "original_test.csv")])
+    flagged = (pred == oos_index) | (s > best["threshold"])
+    out = {"score": score.name, "threshold": best["threshold"], "oos_recall": best["oos_recall"]}
+    for intent in sorted(set(original[test_oos])):
+        rows = original == intent
+        counts = np.bincount(pred[rows], minlength=len(labels))
+        out[intent] = {"caught": float(flagged[rows].mean()),
+                       "most_predicted_as": labels[int(counts.argmax())], "most_predicted_share": float(counts.max() / rows.sum())}
+    return out
 
 
 def int8_agreement(model_dir: Path, rule, test, test_rows) -> dict:

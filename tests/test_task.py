@@ -44,8 +44,8 @@ def interrupting(task_class: type, at: int) -> type:
     """``task_class`` whose runs are interrupted (SIGINT) once ``at`` optimizer steps are done."""
 
     class Interrupting(task_class):
-        def loss_function(self, splits, args):
-            return InterruptingLoss(super().loss_function(splits, args), at, args.grad_accumulation)
+        def loss_function(self, splits, args, model):
+            return InterruptingLoss(super().loss_function(splits, args, model), at, args.grad_accumulation)
 
     Interrupting.__name__ = f"Interrupting{task_class.__name__}At{at}"
     return Interrupting
@@ -83,7 +83,7 @@ class Regression(Task):
     def float_labels(self, splits):
         return True
 
-    def loss_function(self, splits, args):
+    def loss_function(self, splits, args, model):
         return MeanSquaredError()
 
     def metrics(self, logits, labels, splits, detailed):

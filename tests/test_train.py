@@ -244,8 +244,8 @@ def test_class_weights_change_the_loss_as_computed_by_hand():
     task = SequenceClassification()
     logits = torch.tensor([[2.0, 0.5], [0.1, 0.3], [1.0, -1.0]])
     target = torch.tensor([0, 1, 1])
-    weighted = task.loss_function(splits, TrainArgs(class_weights=True, label_smoothing=0.0))(logits, target)
-    plain = task.loss_function(splits, TrainArgs(class_weights=False, label_smoothing=0.0))(logits, target)
+    weighted = task.loss_function(splits, TrainArgs(class_weights=True, label_smoothing=0.0), None)(logits, target)
+    plain = task.loss_function(splits, TrainArgs(class_weights=False, label_smoothing=0.0), None)(logits, target)
     logp = torch.log_softmax(logits, dim=1)[torch.arange(3), target]
     w = torch.tensor([4 / 6, 2.0])[target]
     assert float(weighted) == pytest.approx(float(-(w * logp).sum() / w.sum()), rel=1e-6)
@@ -257,7 +257,7 @@ def test_class_weights_change_the_loss_as_computed_by_hand():
     x, y = torch.tensor([[0.3, -0.2], [1.5, 0.7]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     pos_weight = torch.tensor([2 / 2, 3 / 1])
     by_hand = -(pos_weight * y * torch.log(torch.sigmoid(x)) + (1 - y) * torch.log(1 - torch.sigmoid(x))).mean()
-    got = task.loss_function(ml, TrainArgs(class_weights=True))(x, y)
+    got = task.loss_function(ml, TrainArgs(class_weights=True), None)(x, y)
     assert float(got) == pytest.approx(float(by_hand), rel=1e-6)
 
 
@@ -270,7 +270,7 @@ def test_logit_norm_is_cross_entropy_of_the_normalised_logits_and_refuses_bad_te
     splits = Splits(datasets.Dataset.from_dict({"text": ["a"] * 2, "labels": [0, 1]}), None, None, ["a", "b", "c"], False, False)
     logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.3, 4.0]])
     target = torch.tensor([0, 1])
-    loss = SequenceClassification().loss_function(splits, TrainArgs(label_smoothing=0.0, logit_norm=0.5))
+    loss = SequenceClassification().loss_function(splits, TrainArgs(label_smoothing=0.0, logit_norm=0.5), None)
     got = loss(logits, target)
     scaled = logits / (0.5 * logits.norm(dim=1, keepdim=True))
     assert float(got) == pytest.approx(float(-torch.log_softmax(scaled, dim=1)[torch.arange(2), target].mean()), rel=1e-6)
@@ -278,6 +278,76 @@ def test_logit_norm_is_cross_entropy_of_the_normalised_logits_and_refuses_bad_te
     for bad in (-0.1, 2.0):
         with pytest.raises(UserError, match="--logit-norm"):
             TrainArgs(logit_norm=bad)
+
+
+def test_supervised_contrastive_term_matches_hand_computation():
+    import numpy as np
+
+    from acceltune.training.classification import supervised_contrastive
+
+    rng = np.random.default_rng(0)
+    f, y, t = rng.normal(size=(5, 3)), np.array([0, 1, 0, 2, 1]), 0.5
+    z = f / np.linalg.norm(f, axis=1, keepdims=True)
+    terms = []
+    for i in range(5):
+        others = [j for j in range(5) if j != i]
+        positives = [j for j in others if y[j] == y[i]]
+        if not positives:
+            continue  # example 3 has no partner in the batch
+        denominator = np.log(sum(np.exp(z[i] @ z[a] / t) for a in others))
+        terms.append(np.mean([-(z[i] @ z[p] / t - denominator) for p in positives]))
+    got = supervised_contrastive(torch.tensor(f, dtype=torch.float32), torch.tensor(y), t)
+    assert float(got) == pytest.approx(float(np.mean(terms)), rel=1e-5)
+    alone = torch.randn(3, 4, requires_grad=True)
+    none = supervised_contrastive(alone, torch.tensor([0, 1, 2]), t)
+    assert float(none.detach()) == 0.0 and none.requires_grad  # no pairs: zero, graph kept
+
+
+def test_contrastive_loss_reads_the_pooled_features_of_training_passes_only(tiny_model_dir):
+    import datasets
+
+    from acceltune.data import Splits
+    from acceltune.inference.heads import WithFeatures
+    from acceltune.modeling import load_classifier, load_tokenizer
+    from acceltune.training.classification import supervised_contrastive
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    model = load_classifier(str(tiny_model_dir), ["a", "b", "c"], False, tokenizer)
+    splits = Splits(datasets.Dataset.from_dict({"text": ["a"] * 4, "labels": [0, 1, 0, 1]}), None, None, ["a", "b", "c"], False, False)
+    loss_fn = SequenceClassification().loss_function(splits, TrainArgs(label_smoothing=0.0, contrastive_weight=0.5,
+                                                                       contrastive_temperature=0.2), model)
+    batch = tokenizer(["good day", "bad night", "good morning", "bad evening"], return_tensors="pt", padding=True)
+    labels = torch.tensor([0, 1, 0, 1])
+    model.eval()  # no dropout: the features below are the ones the loss saw
+    logits = model(**batch).logits
+    got = loss_fn(logits, labels)
+    with torch.no_grad():
+        _, features = WithFeatures(load_classifier(str(tiny_model_dir), ["a", "b", "c"], False, tokenizer)).eval()(**batch)
+    expected = torch.nn.functional.cross_entropy(logits, labels) + 0.5 * supervised_contrastive(features, labels, 0.2)
+    assert float(got) == pytest.approx(float(expected), rel=1e-5)
+    (got - torch.nn.functional.cross_entropy(logits, labels)).backward()  # the term alone reaches the encoder
+    assert float(model.bert.pooler.dense.weight.grad.abs().sum()) > 0
+    with torch.inference_mode():
+        eval_logits = model(**batch).logits
+    assert float(loss_fn(eval_logits, labels)) == pytest.approx(float(torch.nn.functional.cross_entropy(eval_logits, labels)), rel=1e-6)
+    with pytest.raises(UserError, match="--contrastive-weight"):
+        TrainArgs(contrastive_weight=-1)
+    multi = Splits(splits.train, None, None, ["a", "b", "c"], True, False)
+    with pytest.raises(UserError, match="--contrastive-weight is for single-label"):
+        SequenceClassification().loss_function(multi, TrainArgs(contrastive_weight=0.5), model)
+    with pytest.raises(UserError, match="--logit-norm is for single-label"):
+        SequenceClassification().loss_function(multi, TrainArgs(logit_norm=0.5), model)
+
+
+def test_contrastive_term_is_active_in_the_training_loop(tmp_path, data_csv, tiny_model_dir):
+    def first_loss(out, **kw):
+        train(tiny_config(data_csv, tiny_model_dir, out, max_steps=2, log_every=1, **kw), quiet=True)
+        records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+        return next(r["loss"] for r in records if r.get("kind") == "train")
+
+    plain, contrastive = first_loss(tmp_path / "plain"), first_loss(tmp_path / "contrastive", contrastive_weight=1.0)
+    assert contrastive > plain  # same seed, same first batch: the term adds a positive amount (or 0 without pairs)
+    assert (tmp_path / "contrastive" / "model.safetensors").is_file()
 
 
 class ScriptedAccuracy(SequenceClassification):

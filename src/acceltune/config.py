@@ -96,6 +96,8 @@ class TrainArgs:
     label_smoothing: float = _f(0.1, "label smoothing for single-label cross-entropy (0.1 measured +0.5 points on Banking77, see docs/results.md)")
     class_weights: bool = _f(False, "weight the loss by inverse class frequency (imbalanced data)")
     logit_norm: float = _f(0.0, "LogitNorm temperature for single-label cross-entropy (0: off; see docs/out-of-scope.md)")
+    contrastive_weight: float = _f(0.0, "weight of a supervised contrastive term on the pooled features, single-label (0: off; see docs/out-of-scope.md)")
+    contrastive_temperature: float = _f(0.1, "temperature of the supervised contrastive term's cosine similarities")
     seed: int = _f(42, "seed for splits, shuffling, initialisation and dropout")
     precision: str = _f("auto", "auto | fp32 | fp16 | bf16 (auto: bf16+TF32 on Ampere and newer, fp16 with loss scaling on Volta/Turing, bf16 autocast on CPUs with AVX-512 BF16 or AMX, else fp32)")
     device: str = _f("auto", "auto | cpu | cuda | cuda:N")
@@ -134,6 +136,10 @@ class TrainArgs:
             raise UserError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0 <= self.logit_norm <= 1:
             raise UserError(f"--logit-norm must be 0 (off) or a temperature in (0, 1] such as 0.04, got {self.logit_norm}")
+        if self.contrastive_weight < 0:
+            raise UserError(f"--contrastive-weight must be 0 (off) or positive, got {self.contrastive_weight}")
+        if self.contrastive_temperature <= 0:
+            raise UserError(f"--contrastive-temperature must be positive (0.1 is usual), got {self.contrastive_temperature}")
         metrics = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "loss")
         if self.early_stopping_metric not in metrics:
             raise UserError(f"--early-stopping-metric must be one of {', '.join(metrics)}, got {self.early_stopping_metric!r}")

@@ -6,7 +6,7 @@ import argparse
 
 # Core training flags the recommender has no use for (text classification's).
 UNUSED_TRAIN_FLAGS = ("head_learning_rate", "label_smoothing", "class_weights", "early_stopping_metric", "compile",
-                      "output_dir")
+                      "logit_norm", "contrastive_weight", "contrastive_temperature", "output_dir")
 # SASRec's literature settings for MovieLens (hidden 64, 2 blocks, dropout 0.2, lr 1e-3, full softmax),
 # validated every epoch, the best NDCG@10 kept.
 TRAIN_DEFAULTS = {"batch_size": 128, "learning_rate": 1e-3, "epochs": 200.0, "warmup_ratio": 0.0, "weight_decay": 0.0,

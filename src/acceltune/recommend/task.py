@@ -229,7 +229,7 @@ class SequentialRecommendation(Task):
     def float_labels(self, splits) -> bool:
         return False
 
-    def loss_function(self, splits, args) -> nn.Module:
+    def loss_function(self, splits, args, model) -> nn.Module:
         return RecommendationLoss(self.settings.negatives)
 
     def selection_metric(self, args) -> str:

@@ -30,11 +30,69 @@ class LogitNormLoss(nn.Module):
         return self.cross_entropy(logits / (self.tau * norms), labels)
 
 
+class HeadInputTap:
+    """The input of a model's head Linear (the pooled features the out-of-scope scores read) in the latest
+    forward pass that builds a graph; evaluation passes (inference mode) leave it alone."""
+
+    def __init__(self, model: nn.Module):
+        from acceltune.inference.heads import find_head
+
+        name = find_head(model)
+        if name is None:
+            raise UserError(f"--contrastive-weight needs the model's classification head, and {type(model).__name__} has no single "
+                            f"Linear to its labels: leave --contrastive-weight at 0 for this model")
+        self.features: torch.Tensor | None = None
+        model.get_submodule(name).register_forward_pre_hook(self._keep)
+
+    def _keep(self, module, inputs) -> None:
+        if torch.is_grad_enabled():
+            self.features = inputs[0]
+
+    def take(self) -> torch.Tensor | None:
+        features, self.features = self.features, None
+        return features
+
+
+def supervised_contrastive(features: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Khosla et al. (2020), L_out: for each example with another of its class in the batch, the mean over those
+    positives of -log softmax of cosine similarity / temperature against every other example. 0 without pairs."""
+    z = nn.functional.normalize(features.float(), dim=-1)
+    n = len(labels)
+    self_pair = torch.eye(n, dtype=torch.bool, device=z.device)
+    sim = (z @ z.T / temperature).masked_fill(self_pair, float("-inf"))
+    log_prob = (sim - torch.logsumexp(sim, dim=1, keepdim=True)).masked_fill(self_pair, 0.0)
+    positive = (labels[:, None] == labels[None, :]) & ~self_pair
+    count = positive.sum(1)
+    anchors = count > 0
+    if not anchors.any():
+        return z.sum() * 0.0  # keeps the graph (and DDP's gradient hooks) whole
+    return (-(log_prob * positive).sum(1)[anchors] / count[anchors]).mean()
+
+
+class ContrastiveLoss(nn.Module):
+    """A loss plus ``weight`` x the supervised contrastive term on the pooled features of the same forward pass.
+    Pulling each intent's features together and apart from the others' tightens the clusters that the distance
+    scores (Mahalanobis, kNN) measure; evaluation, which keeps no features, gets the loss alone."""
+
+    def __init__(self, loss: nn.Module, tap: HeadInputTap, weight: float, temperature: float):
+        super().__init__()
+        self.loss, self.tap, self.weight, self.temperature = loss, tap, weight, temperature
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        loss = self.loss(logits, labels)
+        features = self.tap.take()
+        if features is None or features.shape[0] != logits.shape[0]:
+            return loss
+        return loss + self.weight * supervised_contrastive(features, labels, self.temperature)
+
+
 def loss_function(multi_label: bool, class_weights: torch.Tensor | None, label_smoothing: float,
                   logit_norm: float = 0.0) -> nn.Module:
     """BCE per label (class weights as pos_weight) or cross-entropy over labels (class weights, smoothing,
     LogitNorm when ``logit_norm`` > 0)."""
     if multi_label:
+        if logit_norm > 0:
+            raise UserError("--logit-norm is for single-label classification: leave it at 0 for multi-label data")
         return nn.BCEWithLogitsLoss(pos_weight=class_weights)
     ce = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing)
     return LogitNormLoss(ce, logit_norm) if logit_norm > 0 else ce
@@ -85,12 +143,17 @@ class SequenceClassification(Task):
     def float_labels(self, splits: Splits) -> bool:
         return splits.multi_label  # multi-hot vectors
 
-    def loss_function(self, splits: Splits, args: TrainArgs) -> nn.Module:
+    def loss_function(self, splits: Splits, args: TrainArgs, model: nn.Module) -> nn.Module:
         from acceltune.batching import column_array
 
         weights = (inverse_frequency_weights(column_array(splits.train, "labels"), len(splits.labels), splits.multi_label)
                    if args.class_weights else None)
-        return loss_function(splits.multi_label, weights, args.label_smoothing, args.logit_norm)
+        loss = loss_function(splits.multi_label, weights, args.label_smoothing, args.logit_norm)
+        if args.contrastive_weight == 0:
+            return loss
+        if splits.multi_label:
+            raise UserError("--contrastive-weight is for single-label classification: leave it at 0 for multi-label data")
+        return ContrastiveLoss(loss, HeadInputTap(model), args.contrastive_weight, args.contrastive_temperature)
 
     def metrics(self, logits: np.ndarray, labels: np.ndarray, splits: Splits, detailed: bool) -> dict:
         return compute_metrics(logits, labels, splits.labels, splits.multi_label, ModelInfo.threshold, detailed=detailed)

@@ -337,7 +337,7 @@ def setup(config: TrainConfig, task: Task, quiet: bool = False) -> Run:
     scheduler = linear_warmup_decay(fast.optimizer, int(args.warmup_ratio * total_steps), total_steps)
     model, optimizer = accelerator.prepare(fast.model, fast.optimizer)
     accelerator.register_for_checkpointing(scheduler)
-    loss_fn = task.loss_function(splits, args).to(accelerator.device)
+    loss_fn = task.loss_function(splits, args, accelerator.unwrap_model(model)).to(accelerator.device)
     collator = batching.Collator(tokenizer.pad_token_id, 8 if accelerator.device.type == "cuda" else None,
                                  tokenizer.padding_side, task.float_labels(splits))
     loader = batching.make_loader(train_view, sampler, collator, args.num_workers,

@@ -46,8 +46,9 @@ class Task(ABC):
         """Whether the labels are float tensors (targets, multi-hot) rather than class indices."""
 
     @abstractmethod
-    def loss_function(self, splits: Splits, args: TrainArgs) -> nn.Module:
-        """loss(logits as fp32, labels) -> scalar; a Module, so that it moves with the model's device."""
+    def loss_function(self, splits: Splits, args: TrainArgs, model: nn.Module) -> nn.Module:
+        """loss(logits as fp32, labels) -> scalar; a Module, so that it moves with the model's device. ``model`` is
+        the unwrapped model being trained, for a loss that also reads its intermediate outputs (forward hooks)."""
 
     @abstractmethod
     def metrics(self, logits: np.ndarray, labels: np.ndarray, splits: Splits, detailed: bool) -> dict:
