@@ -81,7 +81,7 @@ class ContrastiveLoss(nn.Module):
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         loss = self.loss(logits, labels)
         features = self.tap.take()
-        if features is None or features.shape[0] != logits.shape[0]:
+        if features is None:  # an evaluation pass
             return loss
         return loss + self.weight * supervised_contrastive(features, labels, self.temperature)
 
@@ -91,8 +91,6 @@ def loss_function(multi_label: bool, class_weights: torch.Tensor | None, label_s
     """BCE per label (class weights as pos_weight) or cross-entropy over labels (class weights, smoothing,
     LogitNorm when ``logit_norm`` > 0)."""
     if multi_label:
-        if logit_norm > 0:
-            raise UserError("--logit-norm is for single-label classification: leave it at 0 for multi-label data")
         return nn.BCEWithLogitsLoss(pos_weight=class_weights)
     ce = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing)
     return LogitNormLoss(ce, logit_norm) if logit_norm > 0 else ce
@@ -148,11 +146,13 @@ class SequenceClassification(Task):
 
         weights = (inverse_frequency_weights(column_array(splits.train, "labels"), len(splits.labels), splits.multi_label)
                    if args.class_weights else None)
+        if splits.multi_label:
+            for flag, value in (("--logit-norm", args.logit_norm), ("--contrastive-weight", args.contrastive_weight)):
+                if value > 0:
+                    raise UserError(f"{flag} is for single-label classification: leave it at 0 for multi-label data")
         loss = loss_function(splits.multi_label, weights, args.label_smoothing, args.logit_norm)
         if args.contrastive_weight == 0:
             return loss
-        if splits.multi_label:
-            raise UserError("--contrastive-weight is for single-label classification: leave it at 0 for multi-label data")
         return ContrastiveLoss(loss, HeadInputTap(model), args.contrastive_weight, args.contrastive_temperature)
 
     def metrics(self, logits: np.ndarray, labels: np.ndarray, splits: Splits, detailed: bool) -> dict:
