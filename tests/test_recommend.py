@@ -225,12 +225,32 @@ def test_onnx_export_scores_as_the_model_does(trained, tmp_path):
     parity = export_onnx(trained[0], tmp_path / "onnx")
     assert parity["max_abs_diff"] < 1e-3 and parity["same_top1"] == 1.0
     model = Recommender(trained[0]).model
-    ids, mask = random_histories(model.config.num_items, model.config.max_len, 5, seed=3)
     session = ort.InferenceSession(str(tmp_path / "onnx" / ONNX_FILE), providers=["CPUExecutionProvider"])
-    got = session.run(["scores"], {"input_ids": ids, "attention_mask": mask})[0]
-    with torch.inference_mode():
-        want = model.recommend(torch.from_numpy(ids), torch.from_numpy(mask), exclude_history=False).numpy()
-    np.testing.assert_allclose(got, want, atol=1e-3)
+    for width in (model.config.max_len, 3):  # the length axis is dynamic: the server pads to its longest history
+        ids, mask = random_histories(model.config.num_items, width, 5, seed=3)
+        got = session.run(["scores"], {"input_ids": ids, "attention_mask": mask})[0]
+        with torch.inference_mode():
+            want = model.recommend(torch.from_numpy(ids), torch.from_numpy(mask), exclude_history=False).numpy()
+        np.testing.assert_allclose(got, want, atol=1e-3)
+
+
+def test_the_export_recommends_as_the_model_directory_does(trained, tmp_path):
+    pytest.importorskip("onnxruntime", reason="pip install 'acceltune[export]'")
+    from acceltune.errors import UserError
+    from acceltune.recommend.export import export_onnx
+
+    export_onnx(trained[0], tmp_path / "onnx")
+    torch_rec, onnx_rec = Recommender(trained[0]), Recommender(tmp_path / "onnx", threads=1)
+    assert (torch_rec.backend, onnx_rec.backend) == ("torch", "onnx")
+    rng = random.Random(5)
+    queries = [Query(history=[f"i{rng.randrange(NUM_ITEMS)}" for _ in range(rng.randint(1, 30))], k=5,
+                     exclude=[f"i{rng.randrange(NUM_ITEMS)}"]) for _ in range(12)]
+    queries += [Query(history=[]), Query(history=["zzz"], k=3), Query(history=["i4"], k=NUM_ITEMS, exclude_seen=False)]
+    for a, b in zip(torch_rec.recommend(queries), onnx_rec.recommend(queries)):
+        assert (a.items, a.strategy, a.unknown_items) == (b.items, b.strategy, b.unknown_items)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-3)
+    with pytest.raises(UserError, match="is an ONNX export, which holds no trained weights"):
+        add_items(tmp_path / "onnx", trained[2] / "items.csv")
 
 
 def test_resume_is_exact(tmp_path):
@@ -283,13 +303,24 @@ def test_bad_input_on_the_command_line_is_one_line_and_exit_2(tmp_path):
 
 
 def test_a_posted_event_is_stored_and_changes_the_next_recommendation(trained, database_url):
+    assert_events_change_recommendations(trained[0], database_url, backend="torch")
+
+
+def test_the_export_serves_events_and_recommendations_alike(trained, tmp_path):
+    pytest.importorskip("onnxruntime", reason="pip install 'acceltune[export]'")
+    from acceltune.recommend.export import export_onnx
+
+    export_onnx(trained[0], tmp_path / "onnx")
+    assert_events_change_recommendations(tmp_path / "onnx", f"sqlite:///{tmp_path / 'events.db'}", backend="onnx")
+
+
+def assert_events_change_recommendations(model_dir: Path, database_url: str, backend: str) -> None:
     import asyncio
 
     from acceltune.recommend.routes import RecommendRoutes
     from acceltune.serve import ServeSettings, create_app
     from test_serve_routers import serving
 
-    model_dir = trained[0]
     app = create_app(ServeSettings(model_dir=model_dir), routers=[RecommendRoutes(model_dir, database_url).router])
 
     async def main():
@@ -304,6 +335,7 @@ def test_a_posted_event_is_stored_and_changes_the_next_recommendation(trained, d
             out["known_user"] = await c.post("/v1/recommend", json={"user_id": "u3", "exclude_seen": False})
             out["bad"] = await c.post("/v1/recommend", json={"history": ["i7"], "k": 0})
             out["bad_event"] = await c.post("/v1/events", json={"user_id": "u", "item_id": "i1", "timestamp": "now"})
+            out["describe"] = await c.get("/v1/recommender")
             return out
 
     r = asyncio.run(main())
@@ -321,6 +353,7 @@ def test_a_posted_event_is_stored_and_changes_the_next_recommendation(trained, d
     assert unknown["unknown_items"] == ["zzz"] and "i8" not in [i["item_id"] for i in unknown["items"]]
     assert r["known_user"].json()["user_known"] and len(r["known_user"].json()["items"]) == 10
     assert r["bad"].status_code == 422 and r["bad_event"].status_code == 422
+    assert r["describe"].json()["backend"] == backend and r["describe"].json()["items"] == NUM_ITEMS
 
 
 def test_item_text_embeddings_are_cached_by_encoder_and_texts(tmp_path, monkeypatch):

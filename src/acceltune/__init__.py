@@ -38,6 +38,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "create_app": ("acceltune.serve", "serve"),
     "ServeSettings": ("acceltune.serve", "serve"),
     "export_model": ("acceltune.export", None),  # needs the export extra when called, not to import
+    "onnx_session_options": ("acceltune.inference.backends.onnx_backend", None),  # ONNX Runtime on the CPU, as serving runs it
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -47,6 +48,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names come f
     from acceltune.data import load_labeled, load_splits, load_texts
     from acceltune.errors import UserError
     from acceltune.export import export_model
+    from acceltune.inference.backends.onnx_backend import onnx_session_options
     from acceltune.inference.predictor import Predictor
     from acceltune.modeling import resolve_model
     from acceltune.modeldir import ModelInfo

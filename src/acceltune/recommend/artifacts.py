@@ -8,6 +8,9 @@
     acceltune.json, training_config.yaml   as every acceltune model directory
 
 Files are written to a temporary name and renamed, one by one; add-items rewrites them the same way.
+
+An export (`acceltune recommend export`) has recommender.onnx (the encoder and the item matrix, one graph) in
+place of model.safetensors, and the same catalogue files: it can be served, not trained further or added to.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ RECOMMENDER_FILE = "recommender.json"
 CATALOGUE_FILE = "catalogue.json"
 ARRAYS_FILE = "catalogue.npz"
 WEIGHTS_FILE = "model.safetensors"
+ONNX_FILE = "recommender.onnx"
 RECENT_SHARE = 0.1
 """Share of the most recent interactions that "recent popularity" (for unknown users) counts."""
 
@@ -95,14 +99,27 @@ def save(model_dir: Path, model, catalogue: Catalogue, *, text_encoder: str, set
     _atomic(model_dir / ARRAYS_FILE, arrays)
 
 
+def is_export(model_dir: str | Path) -> bool:
+    """The directory is an ONNX export (no PyTorch weights)."""
+    return (Path(model_dir) / ONNX_FILE).is_file() and not (Path(model_dir) / WEIGHTS_FILE).is_file()
+
+
 def load_meta(model_dir: str | Path) -> dict:
-    """recommender.json of a trained model directory (a UserError if it is none)."""
+    """recommender.json of a trained model directory or its export (a UserError if it is neither)."""
     model_dir = Path(model_dir)
-    missing = [f for f in (RECOMMENDER_FILE, CATALOGUE_FILE, ARRAYS_FILE, WEIGHTS_FILE) if not (model_dir / f).is_file()]
+    weights = ONNX_FILE if is_export(model_dir) else WEIGHTS_FILE
+    missing = [f for f in (RECOMMENDER_FILE, CATALOGUE_FILE, ARRAYS_FILE, weights) if not (model_dir / f).is_file()]
     if missing:
         raise UserError(f"{model_dir} is not a recommender model directory (no {', '.join(missing)}): "
-                        "pass the --output-dir of 'acceltune recommend train'")
+                        "pass the --output-dir of 'acceltune recommend train' or the --output of 'acceltune recommend export'")
     return json.loads((model_dir / RECOMMENDER_FILE).read_text())
+
+
+def load_catalogue(model_dir: str | Path) -> Catalogue:
+    model_dir = Path(model_dir)
+    ids = json.loads((model_dir / CATALOGUE_FILE).read_text())
+    with np.load(model_dir / ARRAYS_FILE) as a:
+        return Catalogue(ids["items"], a["popularity"], a["recent"], a["added"], ids["users"], a["offsets"], a["history"])
 
 
 def load(model_dir: str | Path):
@@ -113,9 +130,10 @@ def load(model_dir: str | Path):
 
     model_dir = Path(model_dir)
     meta = load_meta(model_dir)
-    ids = json.loads((model_dir / CATALOGUE_FILE).read_text())
-    with np.load(model_dir / ARRAYS_FILE) as a:
-        catalogue = Catalogue(ids["items"], a["popularity"], a["recent"], a["added"], ids["users"], a["offsets"], a["history"])
+    if is_export(model_dir):
+        raise UserError(f"{model_dir} is an ONNX export, which holds no trained weights: pass the model directory it was "
+                        "exported from (and export again afterwards)")
+    catalogue = load_catalogue(model_dir)
     model = SequenceRecommender(RecommenderConfig(**meta["config"]))
     model.load_state_dict(load_file(str(model_dir / WEIGHTS_FILE)))
     model.catalogue = catalogue

@@ -1,4 +1,4 @@
-"""`acceltune recommend train | add-items | serve`: thin commands over the recommend package (see docs/recommend.md)."""
+"""`acceltune recommend train | add-items | export | serve`: thin commands over the recommend package (see docs/recommend.md)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("model_dir", metavar="MODEL_DIR")
     e.add_argument("--output", required=True, metavar="DIR", help="a new (or empty) directory")
     s = sub.add_parser("serve", help="HTTP API: /v1/recommend, /v1/events (stored), on the shared server")
-    s.add_argument("model_dir", metavar="MODEL_DIR")
+    s.add_argument("model_dir", metavar="MODEL_DIR", help="a trained model directory (PyTorch) or its export (ONNX Runtime, faster)")
     s.add_argument("--db", default=None, help="SQLAlchemy URL for posted events (default: sqlite:///MODEL_DIR/events.db; "
                                               "PostgreSQL: postgresql://user@host/db)")
     from acceltune.extras import require

@@ -1,26 +1,31 @@
 """`acceltune recommend export MODEL_DIR --output DIR`: the sequence encoder and the item matrix as one ONNX graph.
 
-The graph takes ``input_ids`` and ``attention_mask`` of shape (batch, max_len): the last ``max_len`` items of
-each history as token ids (item index + 3), right-padded with 0, and returns ``scores`` (batch, items): the
-next-item scores with nothing excluded (exclusion is the caller's, as in the server). The item matrix (ids and
-projected text) is a constant of the graph: export again after add-items. The export is checked against the
-PyTorch model on random histories before it is kept (max absolute difference of the scores).
+The graph takes ``input_ids`` and ``attention_mask`` of shape (batch, length), length <= max_len: the last
+``max_len`` items of each history as token ids (item index + 3), right-padded with 0, and returns ``scores``
+(batch, items): the next-item scores with nothing excluded (exclusion is the caller's, as in the server). The
+item matrix (ids and projected text) is a constant of the graph: export again after add-items. The export is
+checked against the PyTorch model on random histories, padded to max_len and to a quarter of it, before it is
+kept (max absolute difference of the scores). `acceltune recommend serve` serves the output directory with
+ONNX Runtime.
 """
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from acceltune import ModelInfo
 from acceltune.errors import UserError
 from acceltune.recommend import artifacts
+from acceltune.recommend.artifacts import ONNX_FILE
 from acceltune.recommend.model import ITEM_OFFSET
 
-ONNX_FILE = "recommender.onnx"
+EXPORT_FORMAT = "recommender-onnx"
 PARITY_ATOL = 1e-3
 PARITY_EXAMPLES = 16
 
@@ -63,22 +68,28 @@ def export_onnx(model_dir: str | Path, output: str | Path) -> dict:
     scorer = Scorer(model).eval()
     max_len = model.config.max_len
     ids, mask = random_histories(model.config.num_items, max_len, PARITY_EXAMPLES)
+    short = max(1, max_len // 4)  # the server pads to the longest history of a batch, not to max_len
+    short_ids, short_mask = random_histories(model.config.num_items, short, PARITY_EXAMPLES, seed=1)
     tmp = output / f".{ONNX_FILE}.tmp"
     with torch.no_grad():
         torch.onnx.export(scorer, (torch.from_numpy(ids[:2]), torch.from_numpy(mask[:2])), str(tmp),
                           input_names=["input_ids", "attention_mask"], output_names=["scores"],
-                          dynamic_axes={"input_ids": {0: "batch"}, "attention_mask": {0: "batch"}, "scores": {0: "batch"}},
+                          dynamic_axes={"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"},
+                                        "scores": {0: "batch"}},
                           opset_version=17, dynamo=False)
-        expected = scorer(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+        expected = [scorer(torch.from_numpy(i), torch.from_numpy(m)).numpy() for i, m in ((ids, mask), (short_ids, short_mask))]
     session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-    got = session.run(["scores"], {"input_ids": ids, "attention_mask": mask})[0]
-    diff = float(np.max(np.abs(got - expected)))
-    same_top = float(np.mean(np.argmax(got, 1) == np.argmax(expected, 1)))
+    got = [session.run(["scores"], {"input_ids": i, "attention_mask": m})[0] for i, m in ((ids, mask), (short_ids, short_mask))]
+    diff = max(float(np.max(np.abs(g - e))) for g, e in zip(got, expected))
+    same_top = float(np.mean(np.concatenate([np.argmax(g, 1) == np.argmax(e, 1) for g, e in zip(got, expected)])))
     if diff > PARITY_ATOL:
         tmp.unlink()
         raise UserError(f"the ONNX export differs from the model by {diff:.2e} (> {PARITY_ATOL}): not kept")
     tmp.replace(output / ONNX_FILE)
     for name in (artifacts.RECOMMENDER_FILE, artifacts.CATALOGUE_FILE, artifacts.ARRAYS_FILE):
         shutil.copy2(Path(model_dir) / name, output / name)
-    return {"max_abs_diff": diff, "same_top1": same_top, "examples": PARITY_EXAMPLES, "max_len": max_len,
-            "items": model.config.num_items}
+    parity = {"max_abs_diff": diff, "same_top1": same_top, "examples": 2 * PARITY_EXAMPLES, "lengths": [max_len, short],
+              "items": model.config.num_items}
+    info = ModelInfo.load(model_dir)
+    replace(info, format=EXPORT_FORMAT, extra={"file": ONNX_FILE, "parity": parity}).save(output)
+    return parity

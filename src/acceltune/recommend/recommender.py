@@ -1,7 +1,9 @@
-"""Recommendations from a trained model directory: a batch of histories in, top-k items with scores out.
+"""Recommendations from a trained model directory or its ONNX export: a batch of histories in, top-k items with
+scores out.
 
-Item vectors are computed once at load (and again after add-items), so a request costs one pass of the
-sequence encoder over its history and one product with the item matrix. A request without a usable history
+Item vectors are computed once at load, so a request costs one pass of the sequence encoder over its history
+and one product with the item matrix: by the PyTorch model of a trained directory, or by ONNX Runtime when the
+directory is an export (recommend.scorers). A request without a usable history
 (an unknown user with no events, or only unknown items) gets popular-and-fresh items: the items most
 interacted with in the most recent tenth of the training interactions, then the items added after
 training (newest first), flagged in the answer as ``"strategy": "popular_and_fresh"``.
@@ -16,7 +18,8 @@ import numpy as np
 import torch
 
 from acceltune.recommend import artifacts
-from acceltune.recommend.model import ITEM_OFFSET, MASK_ID
+from acceltune.recommend.model import ITEM_OFFSET, MASK_ID, RecommenderConfig
+from acceltune.recommend.scorers import OnnxScorer, TorchScorer
 
 SEQUENCE = "sequence"
 POPULAR_AND_FRESH = "popular_and_fresh"
@@ -39,14 +42,18 @@ class Answer:
 
 
 class Recommender:
-    def __init__(self, model_dir: str | Path):
-        self.model_dir = Path(model_dir)
-        self.model, self.catalogue, self.meta = artifacts.load(self.model_dir)
-        self.refresh_items()
+    """``threads``: ONNX Runtime's intra-op threads for an export (None: every usable core)."""
 
-    def refresh_items(self) -> None:
-        with torch.inference_mode():
-            self.items = self.model.item_vectors().float()
+    def __init__(self, model_dir: str | Path, threads: int | None = None):
+        self.model_dir = Path(model_dir)
+        if artifacts.is_export(self.model_dir):
+            self.meta, self.catalogue = artifacts.load_meta(self.model_dir), artifacts.load_catalogue(self.model_dir)
+            self.model, self.scorer = None, OnnxScorer(self.model_dir, threads)
+        else:
+            self.model, self.catalogue, self.meta = artifacts.load(self.model_dir)
+            self.scorer = TorchScorer(self.model)
+        self.config = RecommenderConfig(**self.meta["config"])
+        self.backend = "torch" if self.model is not None else "onnx"
         fresh = np.flatnonzero(self.catalogue.added >= 0)
         fresh = fresh[np.argsort(-self.catalogue.added[fresh], kind="stable")]
         popular = np.lexsort((np.arange(len(self.catalogue.items)), -self.catalogue.popularity, -self.catalogue.recent))
@@ -76,16 +83,14 @@ class Recommender:
 
     def score(self, histories: list[list[int]]) -> torch.Tensor:
         """(len(histories), items) next-item scores, nothing excluded."""
-        suffix = [MASK_ID] if self.model.config.objective == "masked" else []
-        window = self.model.config.max_len - len(suffix)
+        suffix = [MASK_ID] if self.config.objective == "masked" else []
+        window = self.config.max_len - len(suffix)
         rows = [[i + ITEM_OFFSET for i in h[-window:]] + suffix for h in histories]
         width = max(len(r) for r in rows)
         ids = np.zeros((len(rows), width), dtype=np.int64)
         for r, tokens in enumerate(rows):
             ids[r, :len(tokens)] = tokens
-        ids = torch.from_numpy(ids)
-        with torch.inference_mode():
-            return self.model.recommend(ids, (ids != 0).long(), self.items, exclude_history=False)
+        return self.scorer(ids)
 
     def _ranked(self, histories: list[list[int]], banned: list[set[int]], ks: list[int]) -> list[tuple[list, list]]:
         """(items, scores) of each history's top k, banned items left out, ties in catalogue order."""

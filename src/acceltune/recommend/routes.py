@@ -1,6 +1,7 @@
 """POST /v1/recommend, POST /v1/events and GET /v1/recommender on the shared server stack.
 
-Recommendations run through a batcher called "recommend" (one encoder pass for every request in a batch);
+Recommendations run through a batcher called "recommend" (one encoder pass for every request in a batch, by
+PyTorch for a trained model directory, by ONNX Runtime for an export);
 events go to the EventStore on a worker thread. A user's history = what training knew of them, then their
 stored events; a request's "history" is appended after that.
 """
@@ -91,6 +92,7 @@ class RecommenderResponse(BaseModel):
     users: int
     objective: str
     text: bool = Field(description="Items are scored from their text too (cold items can be added).")
+    backend: Literal["torch", "onnx"] = Field(description="torch: a trained model directory; onnx: its export, run by ONNX Runtime.")
     version: str
 
 
@@ -123,16 +125,17 @@ class RecommendRoutes:
 
     @asynccontextmanager
     async def lifespan(self, app: FastAPI):
-        start_batcher(app.state.serve, self.name, self._load, paths=["/v1/recommend"])
+        threads = app.state.serve.settings.threads  # ONNX Runtime's, for an export (as acceltune serve's)
+        start_batcher(app.state.serve, self.name, partial(self._load, threads), paths=["/v1/recommend"])
         try:
             yield
         finally:
             if self.store is not None:
                 self.store.close()
 
-    def _load(self):
+    def _load(self, threads: int | None):
         self.store = EventStore(self.db_url)
-        recommender = Recommender(self.model_dir)
+        recommender = Recommender(self.model_dir, threads)
         recommender.recommend([Query(history=recommender.catalogue.items[:1]), Query(history=[])])  # warm up
         self.recommender = recommender
         self.version = ModelInfo.load(self.model_dir).version
@@ -162,5 +165,5 @@ class RecommendRoutes:
         batcher_or_503(request, self.name)
         r = self.recommender
         return Response(orjson.dumps({"items": r.num_items, "users": len(r.catalogue.users),
-                                      "objective": r.model.config.objective, "text": bool(r.model.config.text_dim),
-                                      "version": self.version}), media_type="application/json")
+                                      "objective": r.config.objective, "text": bool(r.config.text_dim),
+                                      "backend": r.backend, "version": self.version}), media_type="application/json")

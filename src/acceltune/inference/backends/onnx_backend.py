@@ -26,7 +26,8 @@ def onnx_file(model_dir: Path, info: ModelInfo) -> Path:
     return path
 
 
-def cpu_session_options(threads: int | None = None, spinning: bool = True):
+def onnx_session_options(threads: int | None = None, spinning: bool = True):
+    """ONNX Runtime session options for the CPU, as this backend uses them (see the module docstring)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -103,7 +104,7 @@ class OnnxBackend(Backend):
         self.path = onnx_file(self.model_dir, info)
         self.device = resolve_ort_device(device)
         if self.device == "cpu":
-            so = cpu_session_options(threads)
+            so = onnx_session_options(threads)
             providers = ["CPUExecutionProvider"]
             self.threads = so.intra_op_num_threads
         else:
