@@ -186,11 +186,13 @@ same for a text-kNN content baseline. (An id-only model or popularity cannot ran
 
 def serving(args, tmp: Path) -> dict:
     """p99 and requests/s of POST /v1/recommend at 64 connections, a 10,000-item catalogue (synthetic, one training
-    step: latency does not depend on what was learned), histories of 50 items, k=10, wrk closed loop."""
+    step: latency does not depend on what was learned), histories of 50 items, k=10, wrk closed loop; the trained
+    model directory (PyTorch) and its ONNX export (ONNX Runtime), one after the other, the same requests."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from serve_load import free_port, run_wrk, start_server, status_counts
 
     from acceltune import DataArgs, ModelArgs, TrainArgs, TrainConfig, train
+    from acceltune.recommend.export import export_onnx
     from acceltune.recommend.model import MAX_INPUT_TOKENS
     from acceltune.recommend.task import RecommendSettings, SequentialRecommendation
 
@@ -207,15 +209,19 @@ def serving(args, tmp: Path) -> dict:
                          model=ModelArgs(max_length=MAX_INPUT_TOKENS, freeze_embeddings=False),
                          train=TrainArgs(output_dir=str(tmp / "serve_model"), max_steps=1, batch_size=128, label_smoothing=0.0))
     train(config, task=SequentialRecommendation(RecommendSettings(max_validation_users=100)), quiet=True)
+    export_onnx(tmp / "serve_model", tmp / "serve_onnx")
     bodies = [json.dumps({"history": [str(i) for i in rng.integers(0, items, 50)], "k": 10}) for _ in range(200)]
-    port = free_port()
-    cmd = [sys.executable, "-m", "acceltune", "recommend", "serve", str(tmp / "serve_model"), "--port", str(port),
-           "--db", f"sqlite:///{tmp / 'serve_events.db'}", "--max-queue", "1024"]
-    with start_server(cmd, port, log_path=tmp / "serve.log") as server:
-        run_wrk(server.url, bodies, args.connections, 3.0, path="/v1/recommend")  # warm-up
-        result = run_wrk(server.url, bodies, args.connections, args.serve_duration, path="/v1/recommend")
-        result["statuses"] = status_counts(server.url, "/v1/recommend")
-    return {"items": items, "connections": args.connections, "history_length": 50, **result}
+    out = {"items": items, "connections": args.connections, "history_length": 50}
+    for backend, model_dir in (("torch", tmp / "serve_model"), ("onnx", tmp / "serve_onnx")):
+        port = free_port()
+        cmd = [sys.executable, "-m", "acceltune", "recommend", "serve", str(model_dir), "--port", str(port),
+               "--db", f"sqlite:///{tmp / 'serve_events.db'}", "--max-queue", "1024"]
+        with start_server(cmd, port, log_path=tmp / f"serve_{backend}.log") as server:
+            run_wrk(server.url, bodies, args.connections, 3.0, path="/v1/recommend")  # warm-up
+            result = run_wrk(server.url, bodies, args.connections, args.serve_duration, path="/v1/recommend")
+            result["statuses"] = status_counts(server.url, "/v1/recommend")
+        out[backend] = result
+    return out
 
 
 def main() -> None:

@@ -179,3 +179,22 @@ def test_two_batchers_cannot_share_a_name(tmp_path):
 
     with pytest.raises(ValueError, match="upper"):
         asyncio.run(main())
+
+
+def test_every_server_command_takes_its_inference_threads_from_acceltune_threads(monkeypatch):
+    import argparse
+
+    from acceltune.errors import UserError
+    from acceltune.serve import add_server_arguments, settings_from_args
+
+    p = argparse.ArgumentParser()
+    add_server_arguments(p)
+    args = p.parse_args([])
+    monkeypatch.delenv("ACCELTUNE_THREADS", raising=False)
+    assert settings_from_args(args, model_dir="m").threads is None  # every usable core
+    monkeypatch.setenv("ACCELTUNE_THREADS", "3")
+    assert settings_from_args(args, model_dir="m").threads == 3
+    assert settings_from_args(args, model_dir="m", threads=1).threads == 1  # a caller's count wins
+    monkeypatch.setenv("ACCELTUNE_THREADS", "many")
+    with pytest.raises(UserError, match="ACCELTUNE_THREADS='many' is not a number"):
+        settings_from_args(args, model_dir="m")

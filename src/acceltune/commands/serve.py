@@ -23,13 +23,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from acceltune.commands.common import inference_threads
     from acceltune.serve import create_app
     from acceltune.serve.runner import run_server, settings_from_args
 
-    # ONNX Runtime threads: every usable core unless ACCELTUNE_THREADS says otherwise. Measured on 2 cores
-    # with an idle machine: 2 threads gave 861 req/s (1 message) and 1,054 msg/s (32 per request) against 609
-    # and 562 with 1 thread left to the event loop: the batcher keeps inference in bursts, so the cores are shared.
-    settings = settings_from_args(args, model_dir=args.model_dir, threads=inference_threads())
+    # ONNX Runtime threads: every usable core unless ACCELTUNE_THREADS says otherwise (settings_from_args). Every
+    # core beat one left to the event loop (docs/lab-notes.md, Serving): the batcher keeps inference in bursts.
+    settings = settings_from_args(args, model_dir=args.model_dir)
     return run_server(lambda on_load_error: create_app(settings, on_load_error=on_load_error), settings,
                       access_log=args.access_log)

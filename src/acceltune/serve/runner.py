@@ -31,9 +31,13 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace, *, model_dir, threads: int | None = None):
-    """ServeSettings from the flags add_server_arguments made (keys read from --api-key-file)."""
+    """ServeSettings from the flags add_server_arguments made (keys read from --api-key-file); ``threads``
+    (ONNX Runtime's) default to the user's ACCELTUNE_THREADS, else every usable core."""
+    from acceltune.commands.common import inference_threads
     from acceltune.config import dataclass_values
     from acceltune.serve.settings import NOT_FLAGS, ServeSettings, read_api_keys
+
+    threads = threads if threads is not None else inference_threads()
 
     return ServeSettings(model_dir=model_dir, **dataclass_values(args, ServeSettings, exclude=NOT_FLAGS),
                          api_keys=read_api_keys(args.api_key_file) if args.api_key_file else (), threads=threads)
