@@ -76,7 +76,7 @@ def write_events(path: Path, rows) -> None:
             f.write(f"{u},{i},{t:.0f}\n")
 
 
-def train_ours(interactions: Path, items: Path, out: Path, epochs: int, seed: int, batch_size: int):
+def train_ours(interactions: Path, items: Path, out: Path, epochs: int, seed: int, batch_size: int, settings: dict):
     from acceltune import DataArgs, ModelArgs, TrainArgs, TrainConfig, train
     from acceltune.recommend.command import TRAIN_DEFAULTS
     from acceltune.recommend.model import MAX_INPUT_TOKENS
@@ -87,7 +87,7 @@ def train_ours(interactions: Path, items: Path, out: Path, epochs: int, seed: in
     config = TrainConfig(data=DataArgs(train=str(interactions)),
                          model=ModelArgs(max_length=MAX_INPUT_TOKENS, freeze_embeddings=False), train=args)
     started = time.perf_counter()
-    result = train(config, task=SequentialRecommendation(RecommendSettings(items=str(items)), text_cache_dir=out), quiet=True)
+    result = train(config, task=SequentialRecommendation(RecommendSettings(items=str(items), **settings), text_cache_dir=out), quiet=True)
     return result.metrics, time.perf_counter() - started
 
 
@@ -98,7 +98,8 @@ def main_comparison(args, tmp: Path) -> dict:
     data = read_interactions(DATA / "ratings.csv", InteractionColumns(), items, str(DATA / "movies.csv"))
     split = leave_one_out(data.sequences)
     ids = data.catalogue.ids
-    metrics, wall = train_ours(DATA / "ratings.csv", DATA / "movies.csv", tmp / "ours", args.epochs, args.seed, args.batch_size)
+    metrics, wall = train_ours(DATA / "ratings.csv", DATA / "movies.csv", tmp / "ours", args.epochs, args.seed, args.batch_size,
+                               model_settings(args))
     result = {"ours": {"hr@10": metrics["test"]["hr@10"], "ndcg@10": metrics["test"]["ndcg@10"],
                        "recall@20": metrics["test"]["recall@20"], "mrr": metrics["test"]["mrr"],
                        "train_s": round(wall, 2), "optimizer_steps_s": metrics["train_runtime_s"],
@@ -153,8 +154,8 @@ same for a text-kNN content baseline. (An id-only model or popularity cannot ran
     warm.drop(columns="ts").to_csv(tmp / "cold_ratings.csv", index=False)
     movies[~movies["movieId"].isin(held)].to_csv(tmp / "cold_movies.csv", index=False)
     movies[movies["movieId"].isin(held)].to_csv(tmp / "held_movies.csv", index=False)
-    _, wall = train_ours(tmp / "cold_ratings.csv", tmp / "cold_movies.csv", tmp / "cold", args.cold_epochs, args.seed,
-                         args.batch_size)
+    metrics, wall = train_ours(tmp / "cold_ratings.csv", tmp / "cold_movies.csv", tmp / "cold", args.cold_epochs, args.seed,
+                               args.batch_size, model_settings(args))
     added, _ = add_items(tmp / "cold", str(tmp / "held_movies.csv"))
     rec = Recommender(tmp / "cold")
     index = rec.catalogue.item_index
@@ -181,7 +182,13 @@ same for a text-kNN content baseline. (An id-only model or popularity cannot ran
 
     return {"held_out_items": len(held), "added": added, "test_cases": len(targets),
             "cold_share_of_catalogue": round(float(is_cold.mean()), 4), "ours": summary(ours),
-            "text_knn": summary(content), "train_s": round(wall, 2), "epochs": args.cold_epochs}
+            "text_knn": summary(content), "train_s": round(wall, 2), "epochs": args.cold_epochs,
+            "warm_test": {k: metrics["test"][k] for k in ("hr@10", "ndcg@10")}, **model_settings(args)}
+
+
+def model_settings(args) -> dict:
+    """The recommender settings this run changes from the CLI's defaults."""
+    return {k: getattr(args, k) for k in ("id_dropout", "cold_targets") if getattr(args, k) is not None}
 
 
 def serving(args, tmp: Path) -> dict:
@@ -230,6 +237,8 @@ def main() -> None:
     p.add_argument("--cold-epochs", type=int, default=15)
     p.add_argument("--batch-size", type=int, default=32, help="ours and RecTools (see the module docstring)")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--id-dropout", type=float, default=None, help="ours: recommend train's --id-dropout (default: its default)")
+    p.add_argument("--cold-targets", type=float, default=None, help="ours: recommend train's --cold-targets (default: its default)")
     p.add_argument("--timeout-s", type=int, default=900, help="RecTools' process")
     p.add_argument("--skip-rectools", action="store_true")
     p.add_argument("--skip-cold-start", action="store_true")

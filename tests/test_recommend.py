@@ -384,3 +384,30 @@ def test_training_runs_data_parallel_over_two_processes(tmp_path):
     assert metrics["world_size"] == 2 and 0 <= metrics["test"]["ndcg@10"] <= 1
     [answer] = Recommender(out).recommend([Query(history=["i3", "i4"], k=5)])  # what rank 0 wrote loads and serves
     assert answer.strategy == "sequence" and len(answer.items) == 5
+
+
+@pytest.mark.parametrize("negatives", [0, 7])
+def test_cold_targets_score_the_target_from_its_text_alone_and_nothing_else(negatives):
+    from acceltune.recommend.model import ITEM_OFFSET, RecommenderConfig, SequenceRecommender
+
+    torch.manual_seed(0)
+    config = RecommenderConfig(num_items=20, text_dim=8, hidden=16, blocks=1, heads=1, max_len=6, dropout=0.0,
+                               id_dropout=0.0, negatives=negatives, cold_targets=1.0)
+    model = SequenceRecommender(config, torch.randn(20, 8)).train()
+    ids = torch.tensor([[3, 4, 5, 6, 0], [7, 8, 9, 10, 11]]) + torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]) * (ITEM_OFFSET - 1)
+    mask = (ids != 0).long()
+    torch.manual_seed(1)
+    logits = model(ids, mask).logits
+    items = model.item_vectors()
+    h = model.encode(ids[:, :-1], mask[:, :-1], items)[mask[:, 1:].bool()]
+    targets = ids[:, 1:][mask[:, 1:].bool()] - ITEM_OFFSET
+    text_only = (h * model.text_projection(model.item_text[targets])).sum(-1)
+    column = targets if not negatives else torch.zeros_like(targets)
+    torch.testing.assert_close(logits[torch.arange(len(targets)), column], text_only)
+    if not negatives:  # every other item keeps its id
+        full = h @ items.T
+        off = torch.ones_like(full, dtype=torch.bool)
+        off[torch.arange(len(targets)), targets] = False
+        torch.testing.assert_close(logits[off], full[off])
+    with pytest.raises(Exception, match="--cold-targets works with --objective causal"):
+        RecommenderConfig(num_items=20, objective="masked", cold_targets=0.5)

@@ -51,6 +51,10 @@ class RecommenderConfig:
     objective: str = "causal"
     negatives: int = 0
     """0: full softmax over every item; N: sampled softmax over the target and N uniform negatives."""
+    cold_targets: float = 0.0
+    """Share of training targets scored from their text alone while every other item keeps its id (the
+    inputs' ids are still dropped at id_dropout): the model learns to rank an item it has no id for, without
+    learning that an id-less item is a likely negative. Causal objective, items with text."""
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
@@ -64,6 +68,10 @@ class RecommenderConfig:
         for name in ("hidden", "blocks", "heads", "max_len"):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.cold_targets and self.objective != "causal":
+            raise UserError("--cold-targets works with --objective causal: drop one")
+        if not 0 <= self.cold_targets <= 1:
+            raise UserError(f"--cold-targets must be in [0, 1], got {self.cold_targets}")
         for name in ("dropout", "id_dropout"):
             if not 0 <= getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
@@ -134,10 +142,11 @@ class SequenceRecommender(nn.Module):
     def get_input_embeddings(self) -> nn.Embedding:
         return self.item_ids
 
-    def item_vectors(self) -> torch.Tensor:
-        """(num_items, hidden): id embedding (randomly dropped in training) plus projected text."""
+    def item_vectors(self, drop_ids: bool = True) -> torch.Tensor:
+        """(num_items, hidden): id embedding (randomly dropped in training, unless ``drop_ids`` is False) plus
+        projected text."""
         ids = self.item_ids.weight[ITEM_OFFSET:]
-        if self.training and self.config.id_dropout and self.config.text_dim:
+        if drop_ids and self.training and self.config.id_dropout and self.config.text_dim:
             keep = torch.rand(ids.shape[0], 1, device=ids.device) >= self.config.id_dropout
             ids = ids * keep
         if self.config.text_dim:
@@ -170,14 +179,22 @@ class SequenceRecommender(nn.Module):
         h = self.encode(inputs, mask, items)
         has_target = attention_mask[:, 1:].bool()
         h = h[has_target]
-        if not self.config.negatives:
-            return RecommenderOutput(h @ items.T)
         targets = input_ids[:, 1:][has_target] - ITEM_OFFSET
-        negatives = torch.randint(0, items.shape[0], (self.config.negatives,), device=h.device)
-        positive = (h * items[targets]).sum(-1, keepdim=True)
-        sampled = h @ items[negatives].T
-        sampled = sampled.masked_fill(negatives[None, :] == targets[:, None], EXCLUDED)  # an accidental hit is no negative
-        return RecommenderOutput(torch.cat([positive, sampled], dim=1))
+        cold_targets = self.config.cold_targets if self.config.text_dim else 0.0
+        scored = self.item_vectors(drop_ids=False) if cold_targets else items
+        if not self.config.negatives:
+            logits, target_column = h @ scored.T, targets
+        else:
+            negatives = torch.randint(0, scored.shape[0], (self.config.negatives,), device=h.device)
+            positive = (h * scored[targets]).sum(-1, keepdim=True)
+            sampled = h @ scored[negatives].T
+            sampled = sampled.masked_fill(negatives[None, :] == targets[:, None], EXCLUDED)  # an accidental hit is no negative
+            logits, target_column = torch.cat([positive, sampled], dim=1), torch.zeros_like(targets)
+        if cold_targets:
+            rows = torch.nonzero(torch.rand(len(targets), device=h.device) < cold_targets).squeeze(1)
+            text_only = self.text_projection(self.item_text[targets[rows]])
+            logits = logits.index_put((rows, target_column[rows]), (h[rows] * text_only).sum(-1).to(logits.dtype))
+        return RecommenderOutput(logits)
 
     def recommend(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, items: torch.Tensor | None = None,
                   exclude_history: bool = True) -> torch.Tensor:

@@ -51,6 +51,7 @@ class RecommendSettings:
     max_len: int = _f(200, "most recent items of a history the model reads")
     dropout: float = _f(0.2, "dropout on embeddings, attention output and feed-forward")
     id_dropout: float = _f(0.1, "with item text: share of items whose id embedding is dropped per step, so text alone learns to score (cold start)")
+    cold_targets: float = _f(0.0, "with item text: share of training targets scored from their text alone, every other item keeping its id (cold start; causal only)")
     objective: str = _f("causal", "causal (SASRec: next item at every position) or masked (BERT4Rec: hidden items from both sides)")
     negatives: int = _f(0, "0: full softmax over every item; N: sampled softmax over the target and N uniform negatives (huge catalogues; causal only)")
     mask_probability: float = _f(0.2, "masked objective: share of items hidden per training copy")
@@ -68,7 +69,7 @@ class RecommendSettings:
     def model_config(self, num_items: int, text_dim: int = 0) -> RecommenderConfig:
         return RecommenderConfig(num_items=num_items, text_dim=text_dim, hidden=self.hidden, blocks=self.blocks,
                                  heads=self.heads, max_len=self.max_len, dropout=self.dropout, id_dropout=self.id_dropout,
-                                 objective=self.objective, negatives=self.negatives)
+                                 objective=self.objective, negatives=self.negatives, cold_targets=self.cold_targets)
 
     def columns(self) -> InteractionColumns:
         return InteractionColumns(self.user_column, self.item_column, self.timestamp_column, self.rating_column, self.min_rating)
