@@ -172,18 +172,26 @@ same for a text-kNN content baseline. (An id-only model or popularity cannot ran
     profile = np.stack([text[h[-10:]].mean(0) for h in histories])
     content = profile @ (text / np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)).T
 
-    def summary(scores: np.ndarray) -> dict:
+    def summary(scores: np.ndarray, histories=histories, targets=targets) -> dict:
         for r, h in enumerate(histories):
             scores[r, h] = -np.inf  # the history is excluded, as in the main protocol
         ranks = (scores > scores[np.arange(len(targets)), targets][:, None]).sum(1)
         top10 = np.argsort(-scores, 1)[:, :10]
         return {"hr@10": float(np.mean(ranks < 10)), "hr@100": float(np.mean(ranks < 100)),
+                "ndcg@10": float(np.mean(np.where(ranks < 10, 1 / np.log2(ranks + 2.0), 0))),
                 "median_target_rank": float(np.median(ranks)), "cold_share_of_top10": round(float(is_cold[top10].mean()), 4)}
 
+    # What the added items cost the others: every user whose last rating is a warm movie, ranked over the grown
+    # catalogue (added items included) from their warm ratings before it.
+    warm_cases = last[~last["movieId"].isin(held)]
+    warm_histories = [[index[m] for m in warm[warm["userId"] == user]["movieId"]][:-1] for user in warm_cases["userId"]]
+    warm_targets = np.array([index[m] for m in warm_cases["movieId"]], dtype=np.int64)
+    warm_after = summary(rec.score(warm_histories).numpy().copy(), warm_histories, warm_targets)
     return {"held_out_items": len(held), "added": added, "test_cases": len(targets),
             "cold_share_of_catalogue": round(float(is_cold.mean()), 4), "ours": summary(ours),
             "text_knn": summary(content), "train_s": round(wall, 2), "epochs": args.cold_epochs,
-            "warm_test": {k: metrics["test"][k] for k in ("hr@10", "ndcg@10")}, **model_settings(args)}
+            "warm_test": {k: metrics["test"][k] for k in ("hr@10", "ndcg@10")},
+            "warm_cases_after_add_items": {"cases": len(warm_targets), **warm_after}, **model_settings(args)}
 
 
 def model_settings(args) -> dict:

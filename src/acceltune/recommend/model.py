@@ -7,6 +7,9 @@ vector is its id embedding plus a linear projection of its text embedding (compu
 vectors embed the input sequence and score the next item (shared input and output embeddings, as SASRec).
 During training the id part of each item is dropped with probability ``id_dropout``, so that the text
 part alone learns to score: that is what a cold item has.
+With ``cold_targets`` P the scored items keep their ids and a share P of the targets is scored from its text
+alone instead: the model still learns to rank an item it has no id for, but not that an id-less item is a
+likely negative (with id dropout on the scored items, almost every id-less item in training is one).
 
 What forward returns (``.logits``):
 - training, causal: one row per target (next items, in row-major order of the positions that have one),
