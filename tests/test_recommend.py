@@ -394,14 +394,15 @@ def test_cold_targets_score_the_target_from_its_text_alone_and_nothing_else(nega
     config = RecommenderConfig(num_items=20, text_dim=8, hidden=16, blocks=1, heads=1, max_len=6, dropout=0.0,
                                id_dropout=0.0, negatives=negatives, cold_targets=1.0)
     model = SequenceRecommender(config, torch.randn(20, 8)).train()
-    ids = torch.tensor([[3, 4, 5, 6, 0], [7, 8, 9, 10, 11]]) + torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]) * (ITEM_OFFSET - 1)
+    rows = torch.tensor([[2, 3, 4, 5, -1], [6, 7, 8, 9, 10]])  # catalogue indices; -1: padding
+    ids = torch.where(rows >= 0, rows + ITEM_OFFSET, 0)
     mask = (ids != 0).long()
     torch.manual_seed(1)
     logits = model(ids, mask).logits
     items = model.item_vectors()
     h = model.encode(ids[:, :-1], mask[:, :-1], items)[mask[:, 1:].bool()]
     targets = ids[:, 1:][mask[:, 1:].bool()] - ITEM_OFFSET
-    text_only = (h * model.text_projection(model.item_text[targets])).sum(-1)
+    text_only = (h * model.text_projection(model.item_text[targets])).sum(-1)  # computed here, not by the model
     column = targets if not negatives else torch.zeros_like(targets)
     torch.testing.assert_close(logits[torch.arange(len(targets)), column], text_only)
     if not negatives:  # every other item keeps its id

@@ -145,15 +145,15 @@ class SequenceRecommender(nn.Module):
     def get_input_embeddings(self) -> nn.Embedding:
         return self.item_ids
 
-    def item_vectors(self, drop_ids: bool = True) -> torch.Tensor:
+    def item_vectors(self, drop_ids: bool = True, text: torch.Tensor | None = None) -> torch.Tensor:
         """(num_items, hidden): id embedding (randomly dropped in training, unless ``drop_ids`` is False) plus
-        projected text."""
+        projected text (``text``: that projection, when the caller has it already)."""
         ids = self.item_ids.weight[ITEM_OFFSET:]
         if drop_ids and self.training and self.config.id_dropout and self.config.text_dim:
             keep = torch.rand(ids.shape[0], 1, device=ids.device) >= self.config.id_dropout
             ids = ids * keep
         if self.config.text_dim:
-            return ids + self.text_projection(self.item_text)
+            return ids + (self.text_projection(self.item_text) if text is None else text)
         return ids
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -171,7 +171,9 @@ class SequenceRecommender(nn.Module):
         return self.final_norm(x)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids=None) -> RecommenderOutput:
-        items = self.item_vectors()
+        cold_targets = self.config.cold_targets if self.training and self.config.text_dim else 0.0
+        text = self.text_projection(self.item_text) if cold_targets else None  # projected once, used three times
+        items = self.item_vectors(text=text)
         if not self.training:
             return RecommenderOutput(self.recommend(input_ids, attention_mask, items))
         if self.config.objective == "masked":
@@ -183,8 +185,7 @@ class SequenceRecommender(nn.Module):
         has_target = attention_mask[:, 1:].bool()
         h = h[has_target]
         targets = input_ids[:, 1:][has_target] - ITEM_OFFSET
-        cold_targets = self.config.cold_targets if self.config.text_dim else 0.0
-        scored = self.item_vectors(drop_ids=False) if cold_targets else items
+        scored = self.item_vectors(drop_ids=False, text=text) if cold_targets else items
         if not self.config.negatives:
             logits, target_column = h @ scored.T, targets
         else:
@@ -195,8 +196,7 @@ class SequenceRecommender(nn.Module):
             logits, target_column = torch.cat([positive, sampled], dim=1), torch.zeros_like(targets)
         if cold_targets:
             rows = torch.nonzero(torch.rand(len(targets), device=h.device) < cold_targets).squeeze(1)
-            text_only = self.text_projection(self.item_text[targets[rows]])
-            logits = logits.index_put((rows, target_column[rows]), (h[rows] * text_only).sum(-1).to(logits.dtype))
+            logits = logits.index_put((rows, target_column[rows]), (h[rows] * text[targets[rows]]).sum(-1).to(logits.dtype))
         return RecommenderOutput(logits)
 
     def recommend(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, items: torch.Tensor | None = None,

@@ -53,12 +53,15 @@ class Recommender:
             self.model, self.catalogue, self.meta = artifacts.load(self.model_dir)
             self.scorer = TorchScorer(self.model)
         self.config = RecommenderConfig(**self.meta["config"])
-        self.backend = "torch" if self.model is not None else "onnx"
         fresh = np.flatnonzero(self.catalogue.added >= 0)
         fresh = fresh[np.argsort(-self.catalogue.added[fresh], kind="stable")]
         popular = np.lexsort((np.arange(len(self.catalogue.items)), -self.catalogue.popularity, -self.catalogue.recent))
         popular = popular[self.catalogue.added[popular] < 0]
         self.fallback_order = np.concatenate([popular, fresh])
+
+    @property
+    def backend(self) -> str:
+        return self.scorer.backend
 
     @property
     def num_items(self) -> int:

@@ -16,6 +16,8 @@ from acceltune.recommend import artifacts
 class TorchScorer:
     """The trained model; the item vectors are computed once."""
 
+    backend = "torch"
+
     def __init__(self, model):
         self.model = model
         with torch.inference_mode():
@@ -30,6 +32,8 @@ class TorchScorer:
 class OnnxScorer:
     """ONNX Runtime on the CPU (``threads`` intra-op threads; None: every usable core). It runs without the GIL,
     so the event loop keeps answering while a batch is scored."""
+
+    backend = "onnx"
 
     def __init__(self, model_dir: str | Path, threads: int | None = None):
         from acceltune import onnx_session_options
