@@ -84,7 +84,8 @@ def _serve(args: argparse.Namespace) -> int:
     replies = load_replies(args.replies, ModelInfo.load(args.model_dir).labels)
     store = ConversationStore(args.db, args.retention_days)
     return run_server(lambda on_load_error: create_assistant_app(settings, replies, store, on_load_error=on_load_error),
-                      settings, access_log=args.access_log)
+                      settings, access_log=args.access_log,
+                      single_process="the assistant decides each conversation's turns in order within one process")
 
 
 def _review(args: argparse.Namespace) -> int:

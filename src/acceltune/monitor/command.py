@@ -133,4 +133,5 @@ def _serve(args) -> int:
     return run_server(lambda on_load_error: create_app(
         settings, routers=[routes.router], pages=[routes.page_router], on_load_error=on_load_error, title="acceltune monitor",
         description="Financial news sentiment: items, an index per entity, alerts. See docs/monitor.md."),
-        settings, access_log=args.access_log)
+        settings, access_log=args.access_log,
+        single_process="the monitor commits items through one writer per process, in order, so its alerts follow them")

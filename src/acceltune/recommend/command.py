@@ -104,11 +104,13 @@ def _serve(args: argparse.Namespace) -> int:
 
     from acceltune.recommend.artifacts import load_meta
     from acceltune.recommend.routes import RecommendRoutes
+    from acceltune.recommend.store import EventStore
     from acceltune.serve import create_app, run_server, settings_from_args
 
     load_meta(args.model_dir)  # a wrong directory fails before the port is bound
     db = args.db or f"sqlite:///{Path(args.model_dir).resolve() / 'events.db'}"
     settings = settings_from_args(args, model_dir=args.model_dir)
+    EventStore(db).close()  # a bad --db fails before the port is bound, and migrations run once, not per process
     routes = RecommendRoutes(args.model_dir, db)
     return run_server(lambda on_load_error: create_app(settings, routers=[routes.router], on_load_error=on_load_error,
                                                        title="acceltune recommend",

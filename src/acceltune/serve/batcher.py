@@ -134,8 +134,8 @@ class Batcher:
         for thread in self._threads:
             thread.start()
         if self.metrics is not None:
-            self.metrics.queue_depth.set_function(lambda: self._queued_inputs)
-            self.metrics.queue_limit.set_function(lambda: self._queue_limit)
+            self.metrics.watch(self.metrics.queue_depth, lambda: self._queued_inputs)
+            self.metrics.watch(self.metrics.queue_limit, lambda: self._queue_limit)
 
     @property
     def queued_inputs(self) -> int:

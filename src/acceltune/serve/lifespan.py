@@ -60,6 +60,8 @@ async def _load(st: ServeState, name: str, load: Callable[[], BatchFunction]) ->
         # Everything loaded so far (libraries, models, tokenizers) lives as long as the process: move it out of
         # the collector's view, so full collections under load scan only per-request garbage (shorter pauses).
         gc.freeze()
+        if st.peers is not None:
+            st.peers.loaded()
         log.info("ready")
 
 
@@ -67,12 +69,16 @@ async def _load(st: ServeState, name: str, load: Callable[[], BatchFunction]) ->
 async def lifespan(app: FastAPI):
     """The app's own lifespan: outside every router's (FastAPI nests those inside), so it drains last."""
     st: ServeState = app.state.serve
-    st.metrics.ready.set_function(lambda: 1.0 if st.ready else 0.0)
+    st.metrics.watch(st.metrics.ready, lambda: 1.0 if st.ready else 0.0)
     st.started = True
+    refresher = asyncio.create_task(st.metrics.refresh_forever(), name="metrics-refresh") if st.metrics.multiprocess else None
     try:
         yield
     finally:
         st.begin_drain()
+        if refresher is not None:
+            refresher.cancel()
+            st.metrics.refresh()  # /readyz's 0 shows in the other processes' scrapes while this one drains
         for task in st.loading:
             try:
                 await task

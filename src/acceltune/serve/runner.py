@@ -43,13 +43,37 @@ def settings_from_args(args: argparse.Namespace, *, model_dir, threads: int | No
                          api_keys=read_api_keys(args.api_key_file) if args.api_key_file else (), threads=threads)
 
 
-def run_server(make_app: Callable[[Callable[[BaseException], None]], object], settings, *, access_log: bool = False) -> int:
+def run_server(make_app: Callable[[Callable[[BaseException], None]], object], settings, *, access_log: bool = False,
+               single_process: str | None = None) -> int:
     """Serve ``make_app(on_load_error)`` with uvicorn until SIGTERM or Ctrl-C (drained: every accepted request
-    answered), 0 then; a model that fails to load stops the server and is raised as a UserError."""
+    answered), 0 then; a model that fails to load stops the server and is raised as a UserError. With
+    ``settings.processes`` N > 1, N processes share the port (acceltune.serve.workers); ``single_process`` says
+    why an app cannot be served that way (its state lives in its process), refused then."""
     from acceltune.extras import require
 
-    uvicorn = require("uvicorn", "serve")
+    require("uvicorn", "serve")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
+    if settings.processes > 1:
+        if single_process:
+            raise UserError(f"--processes {settings.processes}: {single_process}; serve it with --processes 1 "
+                            "(scale out with more servers, each with its own --db, or a faster machine)")
+        from acceltune.serve.workers import serve_processes
+
+        return serve_processes(make_app, settings, access_log=access_log)
+    # uvicorn re-raises the signal it caught once it has shut down gracefully; with SIGTERM ignored by
+    # then, a drained server exits 0 instead of dying by the signal.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        return serve_app(make_app, settings, access_log=access_log)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def serve_app(make_app, settings, *, access_log: bool = False, sockets=None, peers=None) -> int:
+    """One uvicorn server: on ``settings``' host and port, or on ``sockets`` bound already, as one of several
+    processes (``peers``, see ServeState): Ctrl-C is then left to the parent, which stops all with SIGTERM."""
+    import uvicorn
+
     load_error: list[BaseException] = []
     server = None
 
@@ -59,16 +83,11 @@ def run_server(make_app: Callable[[Callable[[BaseException], None]], object], se
             server.should_exit = True
 
     app = make_app(on_load_error)
+    app.state.serve.peers = peers
     config = uvicorn.Config(app, host=settings.host, port=settings.port, lifespan="on", access_log=access_log,
                             log_level="info", timeout_graceful_shutdown=settings.shutdown_timeout_s, backlog=2048)
-    server = _server_class()(config, app)
-    # uvicorn re-raises the signal it caught once it has shut down gracefully; with SIGTERM ignored by
-    # then, a drained server exits 0 instead of dying by the signal.
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    try:
-        server.run()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    server = _server_class()(config, app, ignore_sigint=peers is not None)
+    server.run(sockets=sockets)
     if load_error:
         e = load_error[0]
         if isinstance(e, UserError):
@@ -86,11 +105,13 @@ def _server_class():
         """Starts the drain the moment a shutdown signal arrives: /readyz turns 503 at once, and queued requests
         run without waiting out the batching window (uvicorn waits for them before the app's shutdown)."""
 
-        def __init__(self, config, app):
+        def __init__(self, config, app, ignore_sigint: bool):
             super().__init__(config)
-            self._app = app
+            self._app, self._ignore_sigint = app, ignore_sigint
 
         def handle_exit(self, sig, frame) -> None:
+            if sig == signal.SIGINT and self._ignore_sigint:
+                return
             self._app.state.serve.begin_drain()
             super().handle_exit(sig, frame)
 

@@ -30,6 +30,10 @@ class ServeSettings:
     # 1: one batch at a time over every core (ONNX Runtime's intra-op threads). N > 1: N batches at once, each with
     # cores / N threads, so a thread starved by the busy event loop holds back only its own batch (docs/serving.md).
     batch_workers: int = _f(1, "batches run at once per model, each with cores / N inference threads")
+    # One event loop parses and answers every request (one core's worth, under the GIL); N processes share the
+    # port and each loads its own copy of the model (memory x N). Only servers whose state is in the database.
+    processes: int = _f(1, "server processes sharing the port, each with its own copy of the model, its cores / N "
+                           "inference threads, and one /metrics for all (docs/serving.md)")
     max_wait_ms: float = _f(2.0, "how long the oldest queued input waits for more before its batch runs")
     # The time bound is the one that adapts to the hardware (see serve/batcher.py); the count bounds memory.
     max_queue: int = _f(4096, "inputs waiting for a batch, all requests together; more gets 429 + Retry-After at once")
@@ -46,8 +50,8 @@ class ServeSettings:
     graceful_shutdown_s: float | None = _f(None)
     """How long SIGTERM waits for accepted requests (default: request timeout + 5 s); no flag."""
     threads: int | None = _f(None)
-    """ONNX Runtime intra-op threads on the CPU, per batch worker (None: every usable core, shared out: with
-    batch_workers N > 1 it becomes the usable cores // N); no flag (ACCELTUNE_THREADS)."""
+    """Inference threads on the CPU, per batch worker (None: every usable core, shared out: with batch_workers x
+    processes N > 1 it becomes the usable cores // N); no flag (ACCELTUNE_THREADS)."""
 
     def __post_init__(self):
         object.__setattr__(self, "model_dir", Path(self.model_dir))
@@ -55,6 +59,7 @@ class ServeSettings:
             (self.max_batch_size >= 1, "--max-batch-size must be >= 1"),
             (self.max_batch_tokens is None or self.max_batch_tokens >= 1, "--max-batch-tokens must be >= 1"),
             (self.batch_workers >= 1, "--batch-workers must be >= 1"),
+            (self.processes >= 1, "--processes must be >= 1"),
             (self.max_wait_ms >= 0, "--max-wait-ms must be >= 0"),
             (self.max_queue >= 1, "--max-queue must be >= 1"),
             (self.max_queue_wait_ms > 0, "--max-queue-wait-ms must be > 0"),
@@ -68,10 +73,10 @@ class ServeSettings:
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
-        if self.batch_workers > 1 and self.threads is None:  # the cores are shared out between the workers' runs
+        if self.batch_workers * self.processes > 1 and self.threads is None:  # the cores are shared out between the runs
             from acceltune.cpu import usable_cpu_count
 
-            object.__setattr__(self, "threads", max(1, usable_cpu_count() // self.batch_workers))
+            object.__setattr__(self, "threads", max(1, usable_cpu_count() // (self.batch_workers * self.processes)))
         if self.max_inputs > self.max_queue:
             raise UserError(f"--max-inputs ({self.max_inputs}) must not exceed --max-queue ({self.max_queue}): "
                             "a request that large could never be queued; raise --max-queue or lower --max-inputs")

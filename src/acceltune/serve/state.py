@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 from acceltune.serve.batcher import Batcher
 from acceltune.serve.metrics import Metrics
 from acceltune.serve.settings import ServeSettings
+
+
+class Peers(Protocol):
+    """The other processes serving the same port (acceltune.serve.workers): ready only once all are."""
+
+    def loaded(self) -> None: ...
+
+    def all_loaded(self) -> bool: ...
 
 
 @dataclass
@@ -27,12 +35,13 @@ class ServeState:
     started: bool = False
     draining: bool = False
     load_error: str | None = None
+    peers: Peers | None = None
 
     @property
     def ready(self) -> bool:
-        """Started, every model loaded, none failed, not shutting down."""
+        """Started, every model loaded (in every process, with several), none failed, not shutting down."""
         return (self.started and not self.draining and self.load_error is None
-                and all(t.done() for t in self.loading))
+                and all(t.done() for t in self.loading) and (self.peers is None or self.peers.all_loaded()))
 
     def begin_drain(self) -> None:
         """Shutting down: /readyz turns 503 and the batchers run what they hold without waiting."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from acceltune.serve.handlers import serve_state
@@ -29,4 +28,5 @@ async def readyz(request: Request) -> Response:
 
 @router.get("/metrics", summary="Prometheus metrics (not authenticated)", response_class=Response)
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(serve_state(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    body, content_type = serve_state(request).metrics.exposition()
+    return Response(body, media_type=content_type)
