@@ -206,7 +206,8 @@ def model_settings(args) -> dict:
 def serving(args, tmp: Path) -> dict:
     """p99 and requests/s of POST /v1/recommend at 64 connections, a 10,000-item catalogue (synthetic, one training
     step: latency does not depend on what was learned), histories of 50 items, k=10, wrk closed loop; the trained
-    model directory (PyTorch) and its ONNX export (ONNX Runtime), one after the other, the same requests."""
+    model directory (PyTorch) and its ONNX export (ONNX Runtime), one after the other, the same requests, with
+    each of --serve-processes server processes."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from serve_load import free_port, run_wrk, start_server, status_counts
 
@@ -231,15 +232,17 @@ def serving(args, tmp: Path) -> dict:
     export_onnx(tmp / "serve_model", tmp / "serve_onnx")
     bodies = [json.dumps({"history": [str(i) for i in rng.integers(0, items, 50)], "k": 10}) for _ in range(200)]
     out = {"items": items, "connections": args.connections, "history_length": 50}
-    for backend, model_dir in (("torch", tmp / "serve_model"), ("onnx", tmp / "serve_onnx")):
-        port = free_port()
-        cmd = [sys.executable, "-m", "acceltune", "recommend", "serve", str(model_dir), "--port", str(port),
-               "--db", f"sqlite:///{tmp / 'serve_events.db'}", "--max-queue", "1024"]
-        with start_server(cmd, port, log_path=tmp / f"serve_{backend}.log") as server:
-            run_wrk(server.url, bodies, args.connections, 3.0, path="/v1/recommend")  # warm-up
-            result = run_wrk(server.url, bodies, args.connections, args.serve_duration, path="/v1/recommend")
-            result["statuses"] = status_counts(server.url, "/v1/recommend")
-        out[backend] = result
+    for processes in args.serve_processes:
+        for backend, model_dir in (("torch", tmp / "serve_model"), ("onnx", tmp / "serve_onnx")):
+            port = free_port()
+            cmd = [sys.executable, "-m", "acceltune", "recommend", "serve", str(model_dir), "--port", str(port),
+                   "--db", f"sqlite:///{tmp / 'serve_events.db'}", "--max-queue", "1024", "--processes", str(processes)]
+            name = backend if processes == 1 else f"{backend}_{processes}_processes"
+            with start_server(cmd, port, log_path=tmp / f"serve_{name}.log") as server:
+                run_wrk(server.url, bodies, args.connections, 3.0, path="/v1/recommend")  # warm-up
+                result = run_wrk(server.url, bodies, args.connections, args.serve_duration, path="/v1/recommend")
+                result["statuses"] = status_counts(server.url, "/v1/recommend")
+            out[name] = result
     return out
 
 
@@ -260,6 +263,8 @@ def main() -> None:
     p.add_argument("--serve-items", type=int, default=10_000)
     p.add_argument("--serve-duration", type=float, default=10.0)
     p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--serve-processes", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2],
+                   help="recommend serve's --processes, each measured (comma-separated)")
     args = p.parse_args()
     if not (DATA / "ratings.csv").is_file():
         sys.exit(f"no MovieLens data at {DATA}: this benchmark reads ../shared/data/movielens_small")

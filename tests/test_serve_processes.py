@@ -134,6 +134,31 @@ def test_counters_sum_every_process(tiny_model_dir, tmp_path):
     assert rc == 0, out
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's (prctl)")
+def test_the_processes_stop_when_their_parent_is_killed(tiny_model_dir, tmp_path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with Server(tmp_path / "log", "serve", str(tiny_model_dir), "--port", str(port), "--processes", "2", "--backend", "torch") as proc:
+        until(lambda: ready(base), "/readyz", proc)
+        pids = [int(p) for p in re.search(r"\(pids (\d+), (\d+)\)", proc.log.read_text()).groups()]
+        proc.send_signal(signal.SIGKILL)  # no drain is forwarded: the kernel tells the processes
+        proc.wait()
+
+        def gone(pid: int) -> bool:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"  # exited, not yet reaped by init
+
+        deadline = time.time() + 60
+        while not all(gone(pid) for pid in pids):  # bounded poll
+            assert time.time() < deadline, f"orphaned server processes {pids}: {proc.log.read_text()}"
+            time.sleep(0.1)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{base}/healthz", timeout=2)
+
+
 def test_a_process_that_cannot_load_stops_all_in_one_line(tmp_path):
     rc, out = Server(tmp_path / "log", "serve", str(tmp_path / "missing"), "--port", str(free_port()), "--processes", "2").wait()
     assert rc == 2, out

@@ -34,7 +34,7 @@ def serve_processes(make_app, settings, *, access_log: bool = False) -> int:
     errors = context.SimpleQueue()
     loaded = context.Array("b", settings.processes, lock=False)  # one flag per process, in shared memory
     processes = [context.Process(target=_worker, name=f"acceltune-serve-{i}",
-                                 args=(make_app, settings, access_log, sock, metrics_dir, errors, SharedReadiness(loaded, i)))
+                                 args=(make_app, settings, access_log, sock, metrics_dir, errors, SharedReadiness(loaded, i), os.getpid()))
                  for i in range(settings.processes)]
     stopping = False
 
@@ -101,11 +101,12 @@ class SharedReadiness:
 
 
 def _worker(make_app, settings, access_log: bool, sock: socket.socket, metrics_dir: str, errors,
-            readiness: SharedReadiness) -> None:
-    # The parent's handlers were inherited: SIGTERM is uvicorn's while it runs, and a no-op after it has drained
-    # (uvicorn re-raises the signal it caught), so a drained worker exits 0; Ctrl-C is the parent's to forward.
-    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+            readiness: SharedReadiness, parent: int) -> None:
+    # The parent's handlers were inherited. SIGTERM is uvicorn's while it runs (a drain); before, or once it has
+    # drained (uvicorn re-raises the signal it caught), it exits 0. Ctrl-C is the parent's to forward.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _stop_with_parent(parent)
     os.environ[MULTIPROCESS_VARIABLE] = metrics_dir
     from prometheus_client import values
 
@@ -121,6 +122,18 @@ def _worker(make_app, settings, access_log: bool, sock: socket.socket, metrics_d
     except UserError as e:
         errors.put(str(e))
         sys.exit(2)
+
+
+def _stop_with_parent(parent: int) -> None:
+    """SIGTERM (a drain) when the parent dies, even by SIGKILL, so that no orphan keeps the port (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before the call
+        sys.exit(0)
 
 
 def _forget(pid: int, metrics_dir: str) -> None:
