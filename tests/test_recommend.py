@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -412,3 +413,20 @@ def test_cold_targets_score_the_target_from_its_text_alone_and_nothing_else(nega
         torch.testing.assert_close(logits[off], full[off])
     with pytest.raises(Exception, match="--cold-targets works with --objective causal"):
         RecommenderConfig(num_items=20, objective="masked", cold_targets=0.5)
+
+
+def test_two_server_processes_share_the_posted_events(trained, tmp_path):
+    import httpx
+
+    from servers import running_server
+
+    args = ["recommend", "serve", trained[0], "--db", f"sqlite:///{tmp_path / 'events.db'}", "--processes", "2"]
+    with running_server(args, tmp_path / "server.log") as base:
+        # A new connection per call: the kernel hands each to either process; every answer must see every event.
+        answers = []
+        for n, user in enumerate(f"newcomer{i}" for i in range(6)):
+            assert httpx.post(f"{base}/v1/events", json={"user_id": user, "item_id": "i30", "timestamp": n}).json()["stored"]
+            answers.append(httpx.post(f"{base}/v1/recommend", json={"user_id": user, "k": 3}).json())
+    assert all(a["strategy"] == "sequence" and a["history_length"] == 1 and a["items"][0]["item_id"] == "i31"
+               for a in answers), answers
+    assert len(re.findall(r"stopped: \d+ requests received", (tmp_path / "server.log").read_text())) == 2
