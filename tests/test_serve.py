@@ -533,7 +533,7 @@ def test_serve_flags_are_generated_from_the_settings_with_the_same_names_and_def
     flags = {o for a in parser._actions for o in a.option_strings} - {"-h", "--help"}
     assert flags == {"--backend", "--device", "--host", "--port", "--max-batch-size", "--max-batch-tokens", "--max-wait-ms",
                      "--max-queue", "--max-queue-wait-ms", "--api-key-file", "--request-timeout-s", "--max-inputs", "--max-payload-bytes",
-                     "--inference-nice", "--access-log", "--batch-workers"}
+                     "--inference-nice", "--access-log", "--batch-workers", "--processes"}
     args = parser.parse_args([str(tiny_model_dir)])
     values = dataclass_values(args, ServeSettings, exclude=NOT_FLAGS)
     defaults = {f.name: f.default for f in dataclasses.fields(ServeSettings) if f.name not in NOT_FLAGS}
