@@ -115,7 +115,7 @@ def _worker(make_app, settings, access_log: bool, sock: socket.socket, metrics_d
         import torch
 
         torch.set_num_threads(settings.threads)  # the cores are shared out between the processes (ServeSettings)
-    from acceltune.serve.runner import serve_app
+    from acceltune.serve.server import serve_app
 
     try:
         serve_app(make_app, settings, access_log=access_log, sockets=[sock], peers=readiness)
