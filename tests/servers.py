@@ -23,6 +23,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def metric(base: str, name: str, labels: dict | None = None) -> float:
+    """One sample of the server's /metrics, parsed with prometheus_client's parser (so the exposition must stay
+    valid); 0 when absent."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(httpx.get(f"{base}/metrics", timeout=5).text):
+        for s in family.samples:
+            if s.name == name and s.labels == (labels or {}):
+                return s.value
+    return 0.0
+
+
 @contextlib.contextmanager
 def running_server(args: Sequence[str], log: Path, *, ready_within_s: float = 60.0):
     port = free_port()

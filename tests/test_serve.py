@@ -25,6 +25,7 @@ import pytest
 from acceltune.errors import UserError
 from acceltune.inference.predictor import Predictor
 from acceltune.serve import ClassifyRoutes, ServeSettings, create_app
+from servers import metric
 
 TEXTS = ["I love this movie", "this was terrible", "an ordinary afternoon", "where is my card",
          "please refund my payment", "the quick brown fox", "great service, thanks", "meh"]
@@ -606,15 +607,7 @@ def _free_port() -> int:
 
 
 def queue_depth(base: str) -> float:
-    """From /metrics, parsed with prometheus_client's own parser (so the exposition must stay valid)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = httpx.get(f"{base}/metrics", timeout=5).text
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == "acceltune_queue_depth" and s.labels == {"batcher": "classify"}:
-                return s.value
-    return 0.0
+    return metric(base, "acceltune_queue_depth", {"batcher": "classify"})
 
 
 def test_sigterm_finishes_every_accepted_request(tiny_model_dir, tmp_path):

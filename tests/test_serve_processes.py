@@ -16,22 +16,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from acceltune.errors import USER_ERROR_PREFIX, UserError
 from acceltune.serve import ServeSettings, run_server
-from servers import free_port
+from servers import free_port, metric
 
 TEXTS = ["I love this movie", "this was terrible", "an ordinary afternoon"]
-
-
-def metric(base: str, name: str, labels: dict | None = None) -> float:
-    """One sample of the server's /metrics, parsed with prometheus_client's parser (0 when absent)."""
-    for family in text_string_to_metric_families(httpx.get(f"{base}/metrics", timeout=5).text):
-        for s in family.samples:
-            if s.name == name and s.labels == (labels or {}):
-                return s.value
-    return 0.0
 
 
 class Server:

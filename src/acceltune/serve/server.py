@@ -7,6 +7,9 @@ import signal
 
 from acceltune.errors import UserError
 
+#: Connections the kernel queues before the server accepts them (a burst of clients at start-up, or at 4x overload).
+BACKLOG = 2048
+
 
 def serve_app(make_app, settings, *, access_log: bool = False, sockets=None, peers=None) -> int:
     """One uvicorn server: on ``settings``' host and port, or on ``sockets`` bound already, as one of several
@@ -24,7 +27,7 @@ def serve_app(make_app, settings, *, access_log: bool = False, sockets=None, pee
     app = make_app(on_load_error)
     app.state.serve.peers = peers
     config = uvicorn.Config(app, host=settings.host, port=settings.port, lifespan="on", access_log=access_log,
-                            log_level="info", timeout_graceful_shutdown=settings.shutdown_timeout_s, backlog=2048)
+                            log_level="info", timeout_graceful_shutdown=settings.shutdown_timeout_s, backlog=BACKLOG)
     server = _server_class()(config, app, ignore_sigint=peers is not None)
     server.run(sockets=sockets)
     if load_error:

@@ -22,6 +22,7 @@ from multiprocessing.connection import wait
 
 from acceltune.errors import UserError
 from acceltune.serve.metrics import MULTIPROCESS_VARIABLE
+from acceltune.serve.server import BACKLOG, serve_app
 
 log = logging.getLogger("acceltune.serve")
 
@@ -62,7 +63,8 @@ def serve_processes(make_app, settings, *, access_log: bool = False) -> int:
                 _forget(p.pid, metrics_dir)
                 if p.exitcode != 0 and failure is None:
                     failure = (errors.get() if not errors.empty() else
-                               f"server process {p.pid} {_how(p.exitcode)}")
+                               f"server process {p.pid} {_how(p.exitcode)} (see the log above; if it ran out of "
+                               "memory, each process holds its own model: serve with fewer --processes)")
                 if not stopping:
                     if failure is None:
                         failure = f"server process {p.pid} stopped on its own (exit code 0)"
@@ -81,7 +83,7 @@ def serve_processes(make_app, settings, *, access_log: bool = False) -> int:
 def _listen(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        return socket.create_server((host, port), family=family, backlog=2048)
+        return socket.create_server((host, port), family=family, backlog=BACKLOG)
     except OSError as e:
         raise UserError(f"cannot listen on {host}:{port}: {e.strerror} (is the port in use? choose another with --port)") from None
 
@@ -115,8 +117,6 @@ def _worker(make_app, settings, access_log: bool, sock: socket.socket, metrics_d
         import torch
 
         torch.set_num_threads(settings.threads)  # the cores are shared out between the processes (ServeSettings)
-    from acceltune.serve.server import serve_app
-
     try:
         serve_app(make_app, settings, access_log=access_log, sockets=[sock], peers=readiness)
     except UserError as e:
