@@ -202,6 +202,39 @@ def test_a_learnt_out_of_scope_class_is_out_of_scope_whatever_the_score():
     assert np.allclose(scores, -np.log(np.exp(logits[:, [0, 2]]).sum(1)))  # its own column left out
 
 
+def blas_threads() -> int:
+    from threadpoolctl import threadpool_info
+
+    return max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+
+
+def test_scores_run_on_one_blas_thread_and_the_limit_is_given_back():
+    """OpenBLAS threads that spin after the rule's products take the cores of the next model call (acceltune.cpu)."""
+    import threading
+
+    from threadpoolctl import threadpool_limits
+
+    seen = []
+
+    class Recording(Energy):
+        def score(self, logits, features):
+            seen.append(blas_threads())
+            return super().score(logits, features)
+
+    rule = OOSRule(score="energy", threshold=0.0, goal="in_scope_recall=0.95", label=None, label_index=None, num_labels=2)
+    rule._scorer = Recording(rule.in_scope, {}, {})
+    outputs = Outputs(np.zeros((3, 2), np.float32), None)
+    with threadpool_limits(limits=2, user_api="blas"):  # a 2-core machine's pool, whatever this one has
+        rule.apply(outputs)
+        assert seen == [1] and blas_threads() == 2
+
+    before = blas_threads()
+    batch_worker = threading.Thread(target=rule.apply, args=(outputs,))  # as the server's batch threads call it
+    batch_worker.start()
+    batch_worker.join()
+    assert seen == [1, 1] and blas_threads() == before
+
+
 # --------------------------------------------------------------------------------- model directories
 
 

@@ -1,5 +1,5 @@
 """CPU facts (usable cores, instruction-set flags) without importing torch, so the ONNX path stays light;
-and giving freed heap memory back to the OS."""
+giving freed heap memory back to the OS; keeping numpy's BLAS off the model's cores."""
 
 from __future__ import annotations
 
@@ -57,3 +57,22 @@ def trim_heap() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # musl and other C libraries: nothing to trim
         pass
+
+
+
+@lru_cache(maxsize=1)
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def one_blas_thread():
+    """A context in which numpy's BLAS runs on the calling thread alone.
+
+    For the small matrix products that follow each model call (the out-of-scope scores): OpenBLAS's
+    worker threads busy-wait for a while after every call, so between two ONNX Runtime or torch calls
+    they hold the cores the model's own threads need. Measured on 2 cores: 1 ms of such products made
+    each 64-message int8 batch take twice as long (docs/benchmarks.md). threadpoolctl arbitrates between
+    threads (one thread at a time may limit a process-wide pool; an OpenMP pool is limited per thread)."""
+    return _blas_controller().limit(limits=1, user_api="blas")

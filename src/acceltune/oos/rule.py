@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from acceltune.cpu import one_blas_thread
 from acceltune.errors import UserError
 from acceltune.inference.backends.base import Outputs
 from acceltune.oos import DEFAULT_GOAL, FALLBACK_SCORE, SCORES, STATS_FILE, Goal, parse_goal
@@ -58,7 +59,8 @@ class OOSRule:
         if self.needs_features and outputs.features is None:
             raise UserError(f"the {self.score} out-of-scope score needs pooled features and this backend gives none: "
                             f"re-export the model with 'acceltune export'")
-        scores = self.scorer().score(outputs.logits, outputs.features)
+        with one_blas_thread():
+            scores = self.scorer().score(outputs.logits, outputs.features)
         flags = scores > self.threshold
         if self.label_index is not None:
             flags |= outputs.logits.argmax(axis=1) == self.label_index
