@@ -129,7 +129,9 @@ class Mahalanobis(Score):
                    {"means": means, "precision": floored_precision(LedoitWolf(assume_centered=True).fit(centred).covariance_)})
 
     def score(self, logits, features):
-        return mahalanobis_min(features, self.arrays["means"], self.arrays["precision"])
+        if not hasattr(self, "_mean_norms"):  # fixed per model: ~1 ms of a 1-message call's 1.3 ms
+            self._mean_norms = mean_norms(self.arrays["means"], self.arrays["precision"])
+        return mahalanobis_min(features, self.arrays["means"], self.arrays["precision"], self._mean_norms)
 
 
 def floored_precision(cov: np.ndarray, floor: float = VARIANCE_FLOOR) -> np.ndarray:
@@ -141,18 +143,26 @@ def floored_precision(cov: np.ndarray, floor: float = VARIANCE_FLOOR) -> np.ndar
     return (vectors / values) @ vectors.T
 
 
-def mahalanobis_pairwise(x: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.ndarray:
-    """(n, m) squared distances (x - mu)^T P (x - mu), as x P x - 2 x P mu + mu P mu (one matmul per batch)."""
+def mean_norms(means: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """(m,) mu^T P mu for each mean: the part of every distance that does not depend on the input."""
+    return ((means @ precision) * means).sum(axis=1)
+
+
+def mahalanobis_pairwise(x: np.ndarray, means: np.ndarray, precision: np.ndarray,
+                         norms: np.ndarray | None = None) -> np.ndarray:
+    """(n, m) squared distances (x - mu)^T P (x - mu), as x P x - 2 x P mu + mu P mu (one matmul per batch);
+    ``norms``: `mean_norms(means, precision)`, when the caller keeps it."""
     x = x.astype(np.float64)
     xp = x @ precision
-    mp = means @ precision
-    d = (xp * x).sum(axis=1)[:, None] - 2.0 * xp @ means.T + (mp * means).sum(axis=1)[None, :]
+    norms = mean_norms(means, precision) if norms is None else norms
+    d = (xp * x).sum(axis=1)[:, None] - 2.0 * xp @ means.T + norms[None, :]
     return np.maximum(d, 0.0)
 
 
-def mahalanobis_min(x: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.ndarray:
+def mahalanobis_min(x: np.ndarray, means: np.ndarray, precision: np.ndarray,
+                    norms: np.ndarray | None = None) -> np.ndarray:
     """min over classes of the squared Mahalanobis distance."""
-    return mahalanobis_pairwise(x, means, precision).min(axis=1)
+    return mahalanobis_pairwise(x, means, precision, norms).min(axis=1)
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
