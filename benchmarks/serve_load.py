@@ -27,9 +27,9 @@ Scenarios, each on a fresh server, one message per request unless named ``...32`
 - ``sigterm``: SIGTERM half-way through a 64-connection run; the server's own last log line counts the
   requests that entered the app and those answered (exact: a request the app accepted and never answered
   shows as unanswered), and its exit status must be 0.
-- ``batching_w2`` / ``nobatch_w2``: ``batching`` / ``nobatch`` with ``--batch-workers 2`` (two batches at
-  once, each on its own single-threaded ONNX Runtime run); any scenario name ending ``_wN`` adds
-  ``--batch-workers N``.
+- ``batching_w1`` / ``nobatch_w1``: ``batching`` / ``nobatch`` with ``--batch-workers 1`` (one batch at a
+  time over every core, against the default of two at once on a machine with 2 cores or more); any scenario
+  name ending ``_wN`` adds ``--batch-workers N``.
 - ``batching32`` / ``nobatch32`` / ``baseline32``: 32 messages per request (not in the default list).
 - ``model``: no server, no HTTP: the same model through ``acceltune.Predictor`` in this process, one message
   per call against 64 messages per call cut by the server's token budget (what a full batch costs). Its
@@ -481,7 +481,7 @@ class Bench:
 def summary(results: dict, overload_factor: float) -> dict:
     s: dict = {"summary": True}
     base = results.get("baseline")
-    for suffix in ("", "_w2"):  # server defaults, and two batch workers
+    for suffix in ("", "_w1"):  # server defaults, and one batch worker
         b, nb = results.get("batching" + suffix), results.get("nobatch" + suffix)
         if b and nb:
             s["batching_vs_nobatch" + suffix] = round(b["ok_requests_per_s"] / nb["ok_requests_per_s"], 2)
@@ -529,7 +529,7 @@ def summary(results: dict, overload_factor: float) -> dict:
     return s
 
 
-DEFAULT_SCENARIOS = "model,batching,nobatch,batching_w2,nobatch_w2,baseline,overload,overload_closed,overload_closed_storm,sigterm"
+DEFAULT_SCENARIOS = "model,batching,nobatch,batching_w1,nobatch_w1,baseline,overload,overload_closed,overload_closed_storm,sigterm"
 
 
 def main() -> int:

@@ -280,6 +280,17 @@ def test_a_model_intent_without_reply_stops_the_command_in_one_line(models, repl
         f"acceltune: error: --replies {replies_file} has no reply for 2 intent(s) the model knows: card_arrival, greeting"]
 
 
+@pytest.mark.parametrize("flag", ["--batch-workers", "--processes"])
+def test_more_than_one_batch_at_a_time_is_refused_in_one_line(models, replies_file, tmp_path, flag):
+    """Two batches at once could decide a conversation's second turn before its first."""
+    replies_file.write_text(REPLIES)
+    r = run_cli("assistant", models["confident"], "--replies", replies_file, "--db", f"sqlite:///{tmp_path / 'a.db'}", flag, "2")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"acceltune: error: {flag} 2: the assistant decides each conversation's turns in order, one batch at a time in one "
+        f"process; serve it with {flag} 1"]
+
+
 # -------------------------------------------------------------------------------- bad requests
 
 

@@ -78,7 +78,8 @@ async def serving(settings: ServeSettings, predictor: Predictor | None, wait_rea
 
 
 def settings(model_dir, **kw) -> ServeSettings:
-    return ServeSettings(model_dir=model_dir, **kw)
+    """One batch worker unless a test asks for more: which requests share a batch is then up to the test."""
+    return ServeSettings(model_dir=model_dir, **{"batch_workers": 1, **kw})
 
 
 def sample(app, name: str, labels: dict | None = None) -> float:
@@ -414,19 +415,32 @@ def test_settings_refuse_impossible_limits(tiny_model_dir):
         settings(tiny_model_dir, max_batch_size=0)
 
 
-def test_batch_workers_share_out_the_inference_threads(tiny_model_dir):
+def test_batch_workers_share_out_the_inference_threads(tiny_model_dir, monkeypatch):
     import dataclasses
 
-    from acceltune.cpu import usable_cpu_count
+    import acceltune.cpu
 
-    assert settings(tiny_model_dir).threads is None  # one worker: the backend takes every usable core
+    for cores, workers in ((1, 1), (2, 2), (16, 2)):  # the default: 2 workers wherever there are 2 cores
+        monkeypatch.setattr(acceltune.cpu, "usable_cpu_count", lambda: cores)
+        auto = ServeSettings(model_dir=tiny_model_dir)
+        assert (auto.workers, auto.inference_threads) == (workers, None if workers == 1 else cores // 2)
+    one = settings(tiny_model_dir, batch_workers=1)
+    assert (one.workers, one.inference_threads) == (1, None)  # one worker: the backend takes every usable core
     two = settings(tiny_model_dir, batch_workers=2)
-    assert two.threads == max(1, usable_cpu_count() // 2)
-    assert dataclasses.replace(two, max_queue=512).threads == two.threads  # shared out once, not again
-    assert settings(tiny_model_dir, batch_workers=64).threads == 1
-    assert settings(tiny_model_dir, batch_workers=2, threads=3).threads == 3  # given: per worker
+    assert dataclasses.replace(two, batch_workers=1).inference_threads is None  # derived, never stored
+    assert settings(tiny_model_dir, batch_workers=64).inference_threads == 1
+    assert settings(tiny_model_dir, batch_workers=2, threads=3).inference_threads == 3  # given: per worker
     with pytest.raises(UserError, match="--batch-workers"):
         settings(tiny_model_dir, batch_workers=0)
+
+
+def test_apps_that_keep_order_take_one_batch_at_a_time(tiny_model_dir):
+    ordered = ServeSettings(model_dir=tiny_model_dir).in_order("keeps turns in order")
+    assert (ordered.workers, ordered.processes) == (1, 1)
+    with pytest.raises(UserError, match=r"^--batch-workers 2: keeps turns in order; serve it with --batch-workers 1$"):
+        settings(tiny_model_dir, batch_workers=2).in_order("keeps turns in order")
+    with pytest.raises(UserError, match=r"^--processes 2: keeps turns in order; serve it with --processes 1$"):
+        settings(tiny_model_dir, processes=2).in_order("keeps turns in order")
 
 
 def test_batch_workers_run_that_many_batches_at_once():

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from acceltune.errors import USER_ERROR_PREFIX, UserError
-from acceltune.serve import ServeSettings, run_server
+from acceltune.serve import ServeSettings
 from servers import free_port, metric
 
 TEXTS = ["I love this movie", "this was terrible", "an ordinary afternoon"]
@@ -167,19 +167,12 @@ def test_a_port_in_use_is_one_line(tiny_model_dir, tmp_path):
     assert f"cannot listen on 127.0.0.1:{port}" in out and "--port" in out, out
 
 
-def test_servers_with_state_in_their_process_refuse_several(tiny_model_dir):
-    built = []
-    with pytest.raises(UserError, match=r"--processes 2: keeps turns in order.*--processes 1"):
-        run_server(built.append, ServeSettings(model_dir=tiny_model_dir, processes=2), single_process="keeps turns in order")
-    assert built == []  # refused before any app is built
-
-
 def test_processes_share_out_the_inference_threads(tiny_model_dir):
     from acceltune.cpu import usable_cpu_count
 
     cores = usable_cpu_count()
-    assert ServeSettings(model_dir=tiny_model_dir, processes=2).threads == max(1, cores // 2)
-    assert ServeSettings(model_dir=tiny_model_dir, processes=2, batch_workers=2).threads == max(1, cores // 4)
-    assert ServeSettings(model_dir=tiny_model_dir, processes=2, threads=3).threads == 3  # given: per process
+    assert ServeSettings(model_dir=tiny_model_dir, processes=2, batch_workers=1).inference_threads == max(1, cores // 2)
+    assert ServeSettings(model_dir=tiny_model_dir, processes=2, batch_workers=2).inference_threads == max(1, cores // 4)
+    assert ServeSettings(model_dir=tiny_model_dir, processes=2, threads=3).inference_threads == 3  # given: per process
     with pytest.raises(UserError, match="--processes"):
         ServeSettings(model_dir=tiny_model_dir, processes=0)

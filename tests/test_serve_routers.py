@@ -75,7 +75,7 @@ async def serving(app: FastAPI):
 def test_a_second_router_gets_auth_limits_shedding_and_metrics(tmp_path):
     upper = Upper()
     s = ServeSettings(model_dir=tmp_path, max_queue=2, max_inputs=2, max_payload_bytes=200, max_wait_ms=0,
-                      max_batch_size=1, api_keys=("k1",))
+                      max_batch_size=1, batch_workers=1, api_keys=("k1",))  # one worker: the gated batch holds the queue
     app = create_app(s, routers=[upper.router])
 
     async def main():

@@ -26,6 +26,7 @@ from acceltune.assistant.store import PURGE_EVERY_S, ConversationStore, Turn, ut
 from acceltune.serve import ErrorResponse, batcher_or_503, json_body, load_predictor, read_json, run_batch, start_batcher
 
 log = logging.getLogger("acceltune.assistant")
+IN_ORDER = "the assistant decides each conversation's turns in order, one batch at a time in one process"
 
 BATCHER = "reply"
 PATH = "/v1/reply"
@@ -116,7 +117,8 @@ class AssistantRoutes:
     @asynccontextmanager
     async def lifespan(self, app: FastAPI):
         st = app.state.serve
-        start_batcher(st, BATCHER, partial(self._load, st.settings), paths=[PATH])
+        settings = st.settings.in_order(IN_ORDER)
+        start_batcher(st, BATCHER, partial(self._load, settings), paths=[PATH], settings=settings)
         purging = asyncio.create_task(self._purge_periodically(), name="assistant-purge")
         try:
             yield

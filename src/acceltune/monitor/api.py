@@ -42,6 +42,7 @@ STATIC = Path(__file__).parent / "static"
 STATIC_FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css", "uPlot.iife.min.js": "text/javascript",
                 "uPlot.min.css": "text/css"}
 MS_BOUND = 10 ** 16  # cursors and bounds stay inside a 64-bit column whatever a client sends
+IN_ORDER = "the monitor commits items through one writer, in order, so its alerts follow them"
 POST_ERRORS = {status: {"model": ErrorResponse} for status in (401, 413, 422, 429, 503, 504)}
 GET_ERRORS = {status: {"model": ErrorResponse} for status in (401, 404, 422)}
 
@@ -110,7 +111,8 @@ class MonitorRoutes:
     @asynccontextmanager
     async def lifespan(self, app: FastAPI):
         st = app.state.serve
-        start_batcher(st, self.name, partial(self._load, st.settings), paths=["/v1/items"])
+        settings = st.settings.in_order(IN_ORDER)
+        start_batcher(st, self.name, partial(self._load, settings), paths=["/v1/items"], settings=settings)
         if self.webhook.webhook:
             self.sender = WebhookSender(self.store, self.webhook).start()
         try:
@@ -122,7 +124,7 @@ class MonitorRoutes:
     def _load(self, settings):
         from acceltune import Predictor
 
-        predictor = Predictor(self.model_dir, backend=settings.backend, device=settings.device, threads=settings.threads)
+        predictor = Predictor(self.model_dir, backend=settings.backend, device=settings.device, threads=settings.inference_threads)
         polarity = Polarity.of(predictor.labels, self.index.positive_label, self.index.negative_label)
         predictor.scores(["warm up"])
         self.ingester = Ingester(self.store, polarity, predictor.info.version, self.index, self.rules, self.tagger,

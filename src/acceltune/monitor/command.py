@@ -122,16 +122,15 @@ def _ingest(args) -> int:
 
 
 def _serve(args) -> int:
-    from acceltune.monitor.api import MonitorRoutes
+    from acceltune.monitor.api import IN_ORDER, MonitorRoutes
     from acceltune.monitor.store import Store
     from acceltune.serve import create_app, run_server, settings_from_args
 
     index, rules, hook = _settings(args)
-    settings = settings_from_args(args, model_dir=args.model_dir)
+    settings = settings_from_args(args, model_dir=args.model_dir).in_order(IN_ORDER)
     routes = MonitorRoutes(Store.open(args.db), args.model_dir, index=index, rules=rules, webhook=hook,
                            tagger=_tagger(args))
     return run_server(lambda on_load_error: create_app(
         settings, routers=[routes.router], pages=[routes.page_router], on_load_error=on_load_error, title="acceltune monitor",
         description="Financial news sentiment: items, an index per entity, alerts. See docs/monitor.md."),
-        settings, access_log=args.access_log,
-        single_process="the monitor commits items through one writer per process, in order, so its alerts follow them")
+        settings, access_log=args.access_log)

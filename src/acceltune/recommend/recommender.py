@@ -42,7 +42,8 @@ class Answer:
 
 
 class Recommender:
-    """``threads``: ONNX Runtime's intra-op threads for an export (None: every usable core)."""
+    """``threads``: inference threads (ONNX Runtime's intra-op threads for an export; torch's, process-wide, for a
+    trained model directory; None: every usable core)."""
 
     def __init__(self, model_dir: str | Path, threads: int | None = None):
         self.model_dir = Path(model_dir)
@@ -51,7 +52,7 @@ class Recommender:
             self.model, self.scorer = None, OnnxScorer(self.model_dir, threads)
         else:
             self.model, self.catalogue, self.meta = artifacts.load(self.model_dir)
-            self.scorer = TorchScorer(self.model)
+            self.scorer = TorchScorer(self.model, threads)
         self.config = RecommenderConfig(**self.meta["config"])
         fresh = np.flatnonzero(self.catalogue.added >= 0)
         fresh = fresh[np.argsort(-self.catalogue.added[fresh], kind="stable")]

@@ -125,7 +125,7 @@ class RecommendRoutes:
 
     @asynccontextmanager
     async def lifespan(self, app: FastAPI):
-        threads = app.state.serve.settings.threads  # ONNX Runtime's, for an export (as acceltune serve's)
+        threads = app.state.serve.settings.inference_threads  # per batch worker (as acceltune serve's)
         start_batcher(app.state.serve, self.name, partial(self._load, threads), paths=["/v1/recommend"])
         try:
             yield

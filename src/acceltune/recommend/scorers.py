@@ -18,7 +18,9 @@ class TorchScorer:
 
     backend = "torch"
 
-    def __init__(self, model):
+    def __init__(self, model, threads: int | None = None):
+        if threads:
+            torch.set_num_threads(threads)  # process-wide: torch has one intra-op pool
         self.model = model
         with torch.inference_mode():
             self.items = self.model.item_vectors().float()

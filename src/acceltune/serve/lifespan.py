@@ -18,20 +18,23 @@ from typing import Callable, Iterable
 from fastapi import FastAPI
 
 from acceltune.serve.batcher import Batcher, BatchFunction, lower_thread_priority
+from acceltune.serve.settings import ServeSettings
 from acceltune.serve.state import ServeState
 
 log = logging.getLogger("acceltune.serve")
 
 
-def start_batcher(st: ServeState, name: str, load: Callable[[], BatchFunction], *, paths: Iterable[str] = ()) -> None:
+def start_batcher(st: ServeState, name: str, load: Callable[[], BatchFunction], *, paths: Iterable[str] = (),
+                  settings: ServeSettings | None = None) -> None:
     """Run ``load`` on a background thread, then serve its batch function through a batcher called ``name``
-    (limits from the settings). ``paths``: the POST paths whose requests it serves, refused at the edge
+    (limits from ``settings``, default the app's; a router whose work must stay in order passes
+    ``st.settings.in_order(reason)``). ``paths``: the POST paths whose requests it serves, refused at the edge
     (429) while its queue is full. Returns at once; the server is ready when every load has finished."""
     if name in st.batchers or any(t.get_name() == f"load-{name}" for t in st.loading):
         raise ValueError(f"a batcher called {name!r} exists already")
     for path in paths:
         st.batched_paths[path] = name
-    st.loading.append(asyncio.create_task(_load(st, name, load), name=f"load-{name}"))
+    st.loading.append(asyncio.create_task(_load(st, name, load, settings or st.settings), name=f"load-{name}"))
 
 
 def _load_at_lower_priority(load: Callable[[], BatchFunction], nice: int) -> BatchFunction:
@@ -40,8 +43,7 @@ def _load_at_lower_priority(load: Callable[[], BatchFunction], nice: int) -> Bat
     return load()
 
 
-async def _load(st: ServeState, name: str, load: Callable[[], BatchFunction]) -> None:
-    s = st.settings
+async def _load(st: ServeState, name: str, load: Callable[[], BatchFunction], s: ServeSettings) -> None:
     try:
         fn = await asyncio.to_thread(_load_at_lower_priority, load, s.inference_nice)
     except Exception as e:
@@ -53,7 +55,7 @@ async def _load(st: ServeState, name: str, load: Callable[[], BatchFunction]) ->
     batcher = Batcher(fn, name=name, max_batch_size=s.max_batch_size, max_wait_s=s.max_wait_ms / 1000.0,
                       max_queue=s.max_queue, max_queue_wait_s=s.max_queue_wait_ms / 1000.0,
                       metrics=st.metrics.for_batcher(name), nice=s.inference_nice,
-                      workers=s.batch_workers)
+                      workers=s.workers)
     batcher.start(asyncio.get_running_loop())
     st.batchers[name] = batcher
     if all(t.done() or t is asyncio.current_task() for t in st.loading):

@@ -15,8 +15,6 @@ import logging
 import signal
 from typing import Callable
 
-from acceltune.errors import UserError
-
 
 def add_server_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of ServeSettings (all but NOT_FLAGS), --api-key-file and --access-log."""
@@ -43,19 +41,16 @@ def settings_from_args(args: argparse.Namespace, *, model_dir, threads: int | No
                          api_keys=read_api_keys(args.api_key_file) if args.api_key_file else (), threads=threads)
 
 
-def run_server(make_app: Callable[[Callable[[BaseException], None]], object], settings, *, access_log: bool = False,
-               single_process: str | None = None) -> int:
+def run_server(make_app: Callable[[Callable[[BaseException], None]], object], settings, *, access_log: bool = False) -> int:
     """Serve ``make_app(on_load_error)`` with uvicorn until SIGTERM or Ctrl-C (drained: every accepted request
     answered), 0 then; a model that fails to load stops the server and is raised as a UserError. With
-    ``settings.processes`` N > 1, N processes share the port (acceltune.serve.workers); ``single_process`` says
-    why an app cannot be served that way (its state lives in its process), refused then."""
+    ``settings.processes`` N > 1, N processes share the port (acceltune.serve.workers); an app whose state lives
+    in its process is given ``settings.in_order(reason)``, which refuses that."""
     from acceltune.extras import require
 
     require("uvicorn", "serve")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     if settings.processes > 1:
-        if single_process:
-            raise UserError(f"--processes {settings.processes}: {single_process}; serve it with --processes 1")
         from acceltune.serve.workers import serve_processes
 
         return serve_processes(make_app, settings, access_log=access_log)

@@ -28,8 +28,10 @@ class ServeSettings:
     max_batch_tokens: int | None = _f(None, "padded tokens per backend call (a batch is cut into calls, longest inputs "
                                             "first); default 128 on CPU, 8192 on GPU")
     # 1: one batch at a time over every core (ONNX Runtime's intra-op threads). N > 1: N batches at once, each with
-    # cores / N threads, so a thread starved by the busy event loop holds back only its own batch (docs/serving.md).
-    batch_workers: int = _f(1, "batches run at once per model, each with cores / N inference threads")
+    # cores / N threads, so a thread starved by the busy event loop holds back only its own batch: on 2 cores a
+    # shorter tail and more requests/s than 1 worker (docs/benchmarks.md), hence 2 wherever there are 2 cores.
+    batch_workers: int | None = _f(None, "batches run at once per model, each with cores / N inference threads "
+                                         "(default: 2 with 2 or more usable cores, else 1)")
     # One event loop parses and answers every request (one core's worth, under the GIL); N processes share the
     # port and each loads its own copy of the model (memory x N). Only servers whose state is in the database.
     processes: int = _f(1, "server processes sharing the port, each with its own copy of the model, its cores / N "
@@ -50,15 +52,15 @@ class ServeSettings:
     graceful_shutdown_s: float | None = _f(None)
     """How long SIGTERM waits for accepted requests (default: request timeout + 5 s); no flag."""
     threads: int | None = _f(None)
-    """Inference threads on the CPU, per batch worker (None: every usable core, shared out: with batch_workers x
-    processes N > 1 it becomes the usable cores // N); no flag (ACCELTUNE_THREADS)."""
+    """Inference threads on the CPU, per batch worker, as given (ACCELTUNE_THREADS; no flag); None: the usable
+    cores shared out between the workers of every process (`inference_threads`)."""
 
     def __post_init__(self):
         object.__setattr__(self, "model_dir", Path(self.model_dir))
         checks = [
             (self.max_batch_size >= 1, "--max-batch-size must be >= 1"),
             (self.max_batch_tokens is None or self.max_batch_tokens >= 1, "--max-batch-tokens must be >= 1"),
-            (self.batch_workers >= 1, "--batch-workers must be >= 1"),
+            (self.batch_workers is None or self.batch_workers >= 1, "--batch-workers must be >= 1"),
             (self.processes >= 1, "--processes must be >= 1"),
             (self.max_wait_ms >= 0, "--max-wait-ms must be >= 0"),
             (self.max_queue >= 1, "--max-queue must be >= 1"),
@@ -73,13 +75,40 @@ class ServeSettings:
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
-        if self.batch_workers * self.processes > 1 and self.threads is None:  # the cores are shared out between the runs
-            from acceltune.cpu import usable_cpu_count
-
-            object.__setattr__(self, "threads", max(1, usable_cpu_count() // (self.batch_workers * self.processes)))
         if self.max_inputs > self.max_queue:
             raise UserError(f"--max-inputs ({self.max_inputs}) must not exceed --max-queue ({self.max_queue}): "
                             "a request that large could never be queued; raise --max-queue or lower --max-inputs")
+
+    @property
+    def workers(self) -> int:
+        """Batch workers per model: ``batch_workers``, or 2 where there are 2 or more usable cores."""
+        if self.batch_workers is not None:
+            return self.batch_workers
+        from acceltune.cpu import usable_cpu_count
+
+        return 2 if usable_cpu_count() >= 2 else 1
+
+    @property
+    def inference_threads(self) -> int | None:
+        """Inference threads per batch worker: ``threads``, else the usable cores // (workers x processes) when
+        that is more than one run, else None (the backend takes every usable core)."""
+        runs = self.workers * self.processes
+        if self.threads is not None or runs == 1:
+            return self.threads
+        from acceltune.cpu import usable_cpu_count
+
+        return max(1, usable_cpu_count() // runs)
+
+    def in_order(self, reason: str) -> "ServeSettings":
+        """These settings for an app whose work must be taken in order (``reason`` says why): one process and one
+        batch worker; more, when asked for, is refused with a line saying how to proceed."""
+        from dataclasses import replace
+
+        if self.processes > 1:
+            raise UserError(f"--processes {self.processes}: {reason}; serve it with --processes 1")
+        if self.batch_workers is not None and self.batch_workers > 1:
+            raise UserError(f"--batch-workers {self.batch_workers}: {reason}; serve it with --batch-workers 1")
+        return replace(self, batch_workers=1)
 
     @property
     def shutdown_timeout_s(self) -> float:

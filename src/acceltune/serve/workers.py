@@ -113,10 +113,6 @@ def _worker(make_app, settings, access_log: bool, sock: socket.socket, metrics_d
     from prometheus_client import values
 
     values.ValueClass = values.get_value_class()  # chosen when the parent imported it, before the variable was set
-    if settings.threads:
-        import torch
-
-        torch.set_num_threads(settings.threads)  # the cores are shared out between the processes (ServeSettings)
     try:
         serve_app(make_app, settings, access_log=access_log, sockets=[sock], peers=readiness)
     except UserError as e:

@@ -13,7 +13,8 @@ BACKENDS = ("auto", "torch", "onnx", "tensorrt")
 
 def load_backend(model_dir: str | Path, info: ModelInfo, name: str = "auto", device: str = "auto",
                  precision: str = "auto", threads: int | None = None) -> Backend:
-    """``threads``: ONNX Runtime intra-op threads on the CPU (None: every usable core)."""
+    """``threads``: inference threads on the CPU (ONNX Runtime's intra-op threads; torch's, process-wide; None:
+    every usable core)."""
     name = (name or "auto").lower()
     if name not in BACKENDS:
         raise UserError(f"unknown --backend {name!r}: use one of {', '.join(BACKENDS)}")
@@ -25,7 +26,7 @@ def load_backend(model_dir: str | Path, info: ModelInfo, name: str = "auto", dev
             raise UserError(f"--backend torch needs a trained model directory, but {model_dir} holds an {fmt} export: use --backend {fmt} or auto")
         from acceltune.inference.backends.torch_backend import TorchBackend
 
-        return TorchBackend(model_dir, device=device, precision=precision)
+        return TorchBackend(model_dir, device=device, precision=precision, threads=threads)
     if fmt == "transformers":
         raise UserError(f"--backend {name} needs an exported model: run 'acceltune export {model_dir} --format {name} --output DIR' and pass DIR")
     if name == "onnx":

@@ -17,10 +17,12 @@ from acceltune.hardware import resolve_device, resolve_precision
 class TorchBackend(Backend):
     name = "torch"
 
-    def __init__(self, model_dir: str | Path, device: str = "auto", precision: str = "auto"):
+    def __init__(self, model_dir: str | Path, device: str = "auto", precision: str = "auto", threads: int | None = None):
         from transformers import AutoModelForSequenceClassification
 
         self.device = resolve_device(device)
+        if threads and self.device.type == "cpu":
+            torch.set_num_threads(threads)  # process-wide: torch has one intra-op pool
         self.precision = resolve_precision(precision, self.device, for_training=False)
         model = AutoModelForSequenceClassification.from_pretrained(model_dir)
         forward_args = inspect.signature(model.forward).parameters

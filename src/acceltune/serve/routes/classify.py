@@ -33,7 +33,7 @@ PredictorFactory = Callable[[ServeSettings], "object"]
 def load_predictor(settings: ServeSettings):
     from acceltune.inference.predictor import Predictor, default_batch_tokens
 
-    predictor = Predictor(settings.model_dir, backend=settings.backend, device=settings.device, threads=settings.threads)
+    predictor = Predictor(settings.model_dir, backend=settings.backend, device=settings.device, threads=settings.inference_threads)
     predictor.max_batch_tokens = settings.max_batch_tokens or default_batch_tokens(predictor.backend, SERVE_CPU_BATCH_TOKENS)
     return predictor
 
