@@ -236,7 +236,8 @@ def serving(args, tmp: Path) -> dict:
         for backend, model_dir in (("torch", tmp / "serve_model"), ("onnx", tmp / "serve_onnx")):
             port = free_port()
             cmd = [sys.executable, "-m", "acceltune", "recommend", "serve", str(model_dir), "--port", str(port),
-                   "--db", f"sqlite:///{tmp / 'serve_events.db'}", "--max-queue", "1024", "--processes", str(processes)]
+                   "--db", f"sqlite:///{tmp / 'serve_events.db'}", "--max-queue", "1024", "--processes", str(processes),
+                   *args.serve_arg]
             name = backend if processes == 1 else f"{backend}_{processes}_processes"
             with start_server(cmd, port, log_path=tmp / f"serve_{name}.log") as server:
                 run_wrk(server.url, bodies, args.connections, 3.0, path="/v1/recommend")  # warm-up
@@ -261,6 +262,7 @@ def main() -> None:
     p.add_argument("--only-cold-start", action="store_true", help="run only the cold-start measurement")
     p.add_argument("--skip-serving", action="store_true")
     p.add_argument("--serve-items", type=int, default=10_000)
+    p.add_argument("--serve-arg", action="append", default=[], help="extra `acceltune recommend serve` argument (repeatable)")
     p.add_argument("--serve-duration", type=float, default=10.0)
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--serve-processes", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2],
