@@ -59,7 +59,6 @@ def trim_heap() -> None:
         pass
 
 
-
 @lru_cache(maxsize=1)
 def _blas_controller():
     from threadpoolctl import ThreadpoolController

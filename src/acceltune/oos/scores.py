@@ -129,7 +129,7 @@ class Mahalanobis(Score):
                    {"means": means, "precision": floored_precision(LedoitWolf(assume_centered=True).fit(centred).covariance_)})
 
     def score(self, logits, features):
-        if not hasattr(self, "_mean_norms"):  # fixed per model: ~1 ms of a 1-message call's 1.3 ms
+        if not hasattr(self, "_mean_norms"):  # fixed per model: most of a 1-message call (0.58 -> 0.04 ms)
             self._mean_norms = mean_norms(self.arrays["means"], self.arrays["precision"])
         return mahalanobis_min(features, self.arrays["means"], self.arrays["precision"], self._mean_norms)
 
