@@ -23,6 +23,13 @@ from acceltune.serve.state import ServeState
 
 log = logging.getLogger("acceltune.serve")
 
+#: The collector's thresholds once serving (Python's defaults: 700, 10, 10). With the defaults, the objects of
+#: requests in flight (about 100 each: coroutines, scopes, protocols) outlive the young collections, and under
+#: load a full collection of them ran every second and held the event loop 100-150 ms: most of the tail of
+#: refusals at 4x overload (p99 63 ms; 5-7 ms with these) and of answers (docs/benchmarks.md). Garbage in
+#: cycles waits longer for collection: at most a few tens of thousands of objects.
+GC_THRESHOLDS = (50_000, 20, 100)
+
 
 def start_batcher(st: ServeState, name: str, load: Callable[[], BatchFunction], *, paths: Iterable[str] = (),
                   settings: ServeSettings | None = None) -> None:
@@ -62,6 +69,7 @@ async def _load(st: ServeState, name: str, load: Callable[[], BatchFunction], s:
         # Everything loaded so far (libraries, models, tokenizers) lives as long as the process: move it out of
         # the collector's view, so full collections under load scan only per-request garbage (shorter pauses).
         gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
         if st.peers is not None:
             st.peers.loaded()
         log.info("ready")
