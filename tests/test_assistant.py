@@ -138,7 +138,8 @@ def test_turns_of_one_conversation_in_one_batch_are_decided_in_order(models, rep
     store = ConversationStore(database_url)
     predictor = Predictor(models["unsure"], backend="torch", device="cpu")
     batch = [ReplyInput("eh", "a", {}), ReplyInput("eh", "b", {}), ReplyInput("eh?", "a", {"name": "Ann"})]
-    answers = ReplyBatches(predictor, load_replies(replies_file, LABELS), store)(batch).result()
+    batches = ReplyBatches(predictor, load_replies(replies_file, LABELS), store)
+    answers = batches.finish(batches.prepare(batch)).result()
     assert [(a["handoff"], a["reason"]) for a in answers] == [
         (False, "low_confidence"), (False, "low_confidence"), (True, "low_confidence_streak")]
     assert answers[2]["reply"] == "Passing you to a colleague, Ann."
@@ -160,8 +161,8 @@ def test_a_streak_carries_over_to_the_next_batch_while_the_previous_one_is_still
 
     store = SlowStore(database_url)
     batches = ReplyBatches(Predictor(models["unsure"], backend="torch", device="cpu"), load_replies(replies_file, LABELS), store)
-    first = batches([ReplyInput("eh", "a", {})])
-    second = batches([ReplyInput("eh?", "a", {})])  # decided before the first batch is committed
+    first = batches.finish(batches.prepare([ReplyInput("eh", "a", {})]))
+    second = batches.finish(batches.prepare([ReplyInput("eh?", "a", {})]))  # decided before the first batch is committed
     assert not first.done()
     store.commit.set()
     assert [(a["handoff"], a["reason"]) for a in first.result() + second.result()] == [
@@ -280,15 +281,16 @@ def test_a_model_intent_without_reply_stops_the_command_in_one_line(models, repl
         f"acceltune: error: --replies {replies_file} has no reply for 2 intent(s) the model knows: card_arrival, greeting"]
 
 
-@pytest.mark.parametrize("flag", ["--batch-workers", "--processes"])
-def test_more_than_one_batch_at_a_time_is_refused_in_one_line(models, replies_file, tmp_path, flag):
-    """Two batches at once could decide a conversation's second turn before its first."""
+def test_more_than_one_process_is_refused_in_one_line(models, replies_file, tmp_path):
+    """Two processes could decide a conversation's second turn before its first (two batch workers cannot: the
+    decisions are a Staged finish, one batch at a time in arrival order)."""
     replies_file.write_text(REPLIES)
-    r = run_cli("assistant", models["confident"], "--replies", replies_file, "--db", f"sqlite:///{tmp_path / 'a.db'}", flag, "2")
+    r = run_cli("assistant", models["confident"], "--replies", replies_file, "--db", f"sqlite:///{tmp_path / 'a.db'}",
+                "--processes", "2")
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        f"acceltune: error: {flag} 2: the assistant decides each conversation's turns in order, one batch at a time in one "
-        f"process; serve it with {flag} 1"]
+        "acceltune: error: --processes 2: the assistant decides each conversation's turns in order within one process; "
+        "serve it with --processes 1"]
 
 
 # -------------------------------------------------------------------------------- bad requests

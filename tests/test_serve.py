@@ -486,6 +486,46 @@ def test_batch_workers_run_that_many_batches_at_once():
     assert len(threads_seen) == 2 and not both_running.broken
 
 
+def test_staged_batches_prepare_at_once_and_finish_in_the_order_they_were_formed():
+    from acceltune.serve.batcher import Batcher, InferenceFailed, Staged
+
+    # Batch [1] is formed first; its prepare waits until batch [2] has prepared (both at once, on two workers),
+    # and batch [2]'s finish must still wait for batch [1]'s. Batch [3]'s prepare fails: [4] still finishes.
+    second_prepared = threading.Event()
+    finished = []
+
+    class Ordered(Staged):
+        def prepare(self, inputs):
+            if inputs == [1]:
+                assert second_prepared.wait(30)
+            if inputs == [2]:
+                second_prepared.set()
+            if inputs == [3]:
+                raise ValueError("broken")
+            return inputs
+
+        def finish(self, state):
+            finished.append(state[0])
+            return [x * 10 for x in state]
+
+    async def main():
+        batcher = Batcher(Ordered(), name="ordered", max_batch_size=1, max_wait_s=0, workers=2)
+        batcher.start()
+        try:
+            first = batcher.submit([1])
+            second = batcher.submit([2])
+            answers = await asyncio.gather(first, second)
+            third, fourth = batcher.submit([3]), batcher.submit([4])
+            with pytest.raises(InferenceFailed, match="broken"):
+                await third
+            return answers, await fourth
+        finally:
+            await batcher.close()
+
+    assert asyncio.run(main()) == ([[10], [20]], [40])
+    assert finished == [1, 2, 4] and second_prepared.is_set()
+
+
 def test_a_batch_function_may_return_a_future_and_the_next_batch_runs_before_it_resolves():
     from concurrent.futures import Future
 

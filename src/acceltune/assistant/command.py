@@ -76,12 +76,12 @@ def run(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from acceltune import ModelInfo
     from acceltune.assistant.app import create_assistant_app
-    from acceltune.assistant.routes import IN_ORDER
+    from acceltune.assistant.routes import ONE_PROCESS
     from acceltune.assistant.replies import load_replies
     from acceltune.assistant.store import ConversationStore
     from acceltune.serve import run_server, settings_from_args
 
-    settings = settings_from_args(args, model_dir=args.model_dir).in_order(IN_ORDER)
+    settings = settings_from_args(args, model_dir=args.model_dir).one_process(ONE_PROCESS)
     replies = load_replies(args.replies, ModelInfo.load(args.model_dir).labels)
     store = ConversationStore(args.db, args.retention_days)
     return run_server(lambda on_load_error: create_assistant_app(settings, replies, store, on_load_error=on_load_error),

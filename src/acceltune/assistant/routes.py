@@ -23,10 +23,11 @@ from acceltune.assistant.policy import decide
 from acceltune.assistant.replies import Replies
 from acceltune.assistant.schemas import ReplyResponse, context_values, request_model
 from acceltune.assistant.store import PURGE_EVERY_S, ConversationStore, Turn, utcnow
-from acceltune.serve import ErrorResponse, batcher_or_503, json_body, load_predictor, read_json, run_batch, start_batcher
+from acceltune.serve import (ErrorResponse, Staged, batcher_or_503, json_body, load_predictor, read_json, run_batch,
+                             start_batcher)
 
 log = logging.getLogger("acceltune.assistant")
-IN_ORDER = "the assistant decides each conversation's turns in order, one batch at a time in one process"
+ONE_PROCESS = "the assistant decides each conversation's turns in order within one process"
 
 BATCHER = "reply"
 PATH = "/v1/reply"
@@ -43,11 +44,12 @@ class ReplyInput(NamedTuple):
 MAX_PENDING_WRITES = 2
 
 
-class ReplyBatches:
+class ReplyBatches(Staged):
     """The batch function: one answer per message, in order, answered once the batch's turns are stored (one
-    transaction). Called from the batcher's one thread, so a conversation's turns are decided in arrival
-    order; the commit runs on a writer thread beside the next batch's inference (commits stay in order).
-    A turn's low-confidence streak is read from the database, or from the batches still being stored."""
+    transaction). The model runs on any batch worker (``prepare``); the decisions run one batch at a time in
+    the order the batches were formed (``finish``), so a conversation's turns are decided in arrival order.
+    The commit runs on a writer thread beside the next batch (commits stay in order). A turn's
+    low-confidence streak is read from the database, or from the batches still being stored."""
 
     def __init__(self, predictor, replies: Replies, store: ConversationStore):
         self.predictor, self.replies, self.store = predictor, replies, store
@@ -57,8 +59,11 @@ class ReplyBatches:
         self._unstored: dict[str, tuple[int, int]] = {}  # conversation -> (streak, batch) of batches not committed yet
         self._batches = 0
 
-    def __call__(self, inputs: list[ReplyInput]) -> Future:
-        predictions = self.predictor.predict([x.message for x in inputs])
+    def prepare(self, inputs: list[ReplyInput]) -> tuple[list[ReplyInput], list[dict]]:
+        return inputs, self.predictor.predict([x.message for x in inputs])
+
+    def finish(self, state: tuple[list[ReplyInput], list[dict]]) -> Future:
+        inputs, predictions = state
         ids = {x.conversation_id for x in inputs}
         with self._lock:
             streaks = {cid: self._unstored[cid][0] for cid in ids if cid in self._unstored}
@@ -117,8 +122,7 @@ class AssistantRoutes:
     @asynccontextmanager
     async def lifespan(self, app: FastAPI):
         st = app.state.serve
-        settings = st.settings.in_order(IN_ORDER)
-        start_batcher(st, BATCHER, partial(self._load, settings), paths=[PATH], settings=settings)
+        start_batcher(st, BATCHER, partial(self._load, st.settings.one_process(ONE_PROCESS)), paths=[PATH])
         purging = asyncio.create_task(self._purge_periodically(), name="assistant-purge")
         try:
             yield

@@ -7,7 +7,7 @@ applications' servers).
 """
 
 from acceltune.serve.app import create_app
-from acceltune.serve.batcher import Batcher, BatchFunction
+from acceltune.serve.batcher import Batcher, BatchFunction, Staged
 from acceltune.serve.errors import APIError
 from acceltune.serve.handlers import batcher_or_503, read_json, run_batch, serve_state
 from acceltune.serve.lifespan import start_batcher
@@ -18,6 +18,6 @@ from acceltune.serve.schemas import ErrorResponse
 from acceltune.serve.settings import NOT_FLAGS, ServeSettings, read_api_keys
 
 __all__ = ["create_app", "ServeSettings", "read_api_keys", "ClassifyRoutes", "start_batcher", "Batcher",
-           "BatchFunction", "APIError", "batcher_or_503", "read_json", "run_batch", "serve_state", "NOT_FLAGS",
+           "BatchFunction", "Staged", "APIError", "batcher_or_503", "read_json", "run_batch", "serve_state", "NOT_FLAGS",
            "load_predictor", "add_server_arguments", "settings_from_args", "run_server",
            "json_body", "ErrorResponse"]

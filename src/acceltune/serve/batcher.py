@@ -9,8 +9,10 @@ then hands all of the batch's results back to the loop in one callback. A batch 
 return a ``concurrent.futures.Future`` of its results, for work that must finish before the answers go
 out but need not hold up the next batch (the assistant's database commit): the worker goes on to the
 next batch at once, and the requests are answered when the future resolves. With ``workers`` > 1 that many
-batches run at once (the batch function must be thread-safe: an ONNX Runtime session is). Several
-batchers (one per model or route) may run in one app.
+batches run at once (the batch function must be thread-safe: an ONNX Runtime session is). A batch
+function whose decisions must follow the order of the requests (a conversation's turns) is a `Staged` one:
+its ``prepare`` (the model) runs on any worker, its ``finish`` one batch at a time, in the order the batches
+were formed. Several batchers (one per model or route) may run in one app.
 
 The queue is bounded twice: by ``max_queue`` inputs, and by time, ``max_queue_wait_s``: what the batcher
 can drain in that time at its capacity, the fastest recent drain rate (inputs per second of batch time, a
@@ -46,8 +48,21 @@ WARMUP_BATCHES = 10
 #: How fast the capacity follows a drain rate that stays lower (a slower machine, a sustained overload).
 CAPACITY_HALF_LIFE_S = 10.0
 
-#: Inputs in, one result per input out, in order (or a Future of them). Runs on the batcher's worker thread.
-BatchFunction = Callable[[list], "Sequence[Any] | concurrent.futures.Future"]
+class Staged:
+    """A batch function in two stages: ``prepare(inputs) -> state`` runs on any worker, several batches at once;
+    ``finish(state) -> results`` (or a Future of them) runs one batch at a time, in the order the batches were
+    formed, so what it decides for a request may depend on every earlier request."""
+
+    def prepare(self, inputs: list) -> Any:
+        raise NotImplementedError
+
+    def finish(self, state: Any) -> "Sequence[Any] | concurrent.futures.Future":
+        raise NotImplementedError
+
+
+#: Inputs in, one result per input out, in order (or a Future of them), or a Staged pair of such stages. Runs on
+#: the batcher's worker threads.
+BatchFunction = Callable[[list], "Sequence[Any] | concurrent.futures.Future"] | Staged
 
 
 def lower_thread_priority(increment: int) -> None:
@@ -118,6 +133,9 @@ class Batcher:
         self._measured_at = 0.0
         self._queue: deque[Job] = deque()
         self._queued_inputs = 0
+        self._formed = 0  # batches taken from the queue so far: each batch's place in the order of finishing
+        self._finished = 0  # batches whose Staged.finish has run (or been skipped)
+        self._turn = threading.Condition(threading.Lock())
         self._cond = threading.Condition(threading.Lock())
         self._closing = False
         self._hurry = False  # shutting down: run what is queued without waiting for fuller batches
@@ -223,8 +241,9 @@ class Batcher:
 
     # ---- worker thread ---------------------------------------------------------------------------
 
-    def _take_batch(self) -> list[Job] | None:
-        """Block until a batch is due; None when closing and nothing is left."""
+    def _take_batch(self) -> tuple[list[Job], int] | None:
+        """Block until a batch is due: (its jobs, its place in the order batches are formed); None when closing
+        and nothing is left."""
         with self._cond:
             while True:
                 while not self._queue and not self._closing:
@@ -252,20 +271,19 @@ class Batcher:
                     batch.append(job)
                     size += n
                 if batch:
-                    return batch
+                    self._formed += 1
+                    return batch, self._formed - 1
 
     def _run(self) -> None:
         lower_thread_priority(self.nice)
         while True:
-            batch = self._take_batch()
-            if batch is None:
+            taken = self._take_batch()
+            if taken is None:
                 return
+            batch, place = taken
             started = time.perf_counter()
             inputs = [x for job in batch for x in job.inputs]
-            try:
-                results = self.fn(inputs)
-            except Exception as e:
-                results = e
+            results = self._call(inputs, place)
             if isinstance(results, concurrent.futures.Future):
                 # Measured up to here: the future's remaining work runs beside the next batch.
                 self._measure(len(inputs), time.perf_counter() - started)
@@ -275,6 +293,29 @@ class Batcher:
                                           self._finish(batch, n, started, _outcome(f), measured=True))
             elif not self._finish(batch, len(inputs), started, results):
                 return
+
+    def _call(self, inputs: list, place: int):
+        """The batch function's results for ``inputs`` (or the exception it raised); a Staged function's finish
+        waits for every batch formed before this one to finish (or to fail), and runs alone."""
+        if not isinstance(self.fn, Staged):
+            try:
+                return self.fn(inputs)
+            except Exception as e:
+                return e
+        try:
+            state, failed = self.fn.prepare(inputs), None
+        except BaseException as e:  # noqa: BLE001 - whatever it was, the batches behind this one must get their turn
+            state, failed = None, e
+        with self._turn:
+            while self._finished != place:
+                self._turn.wait()
+            try:
+                return failed if failed is not None else self.fn.finish(state)
+            except Exception as e:
+                return e
+            finally:
+                self._finished += 1
+                self._turn.notify_all()
 
     def _finish(self, batch: list[Job], n: int, started: float, results, measured: bool = False) -> bool:
         """Split ``results`` (or the exception the batch function raised) per request, observe the batch and

@@ -99,13 +99,20 @@ class ServeSettings:
 
         return max(1, usable_cpu_count() // runs)
 
-    def in_order(self, reason: str) -> "ServeSettings":
-        """These settings for an app whose work must be taken in order (``reason`` says why): one process and one
-        batch worker; more, when asked for, is refused with a line saying how to proceed."""
-        from dataclasses import replace
-
+    def one_process(self, reason: str) -> "ServeSettings":
+        """These settings for an app whose state lives in its process (``reason`` says why); ``--processes`` N > 1
+        is refused with a line saying how to proceed."""
         if self.processes > 1:
             raise UserError(f"--processes {self.processes}: {reason}; serve it with --processes 1")
+        return self
+
+    def in_order(self, reason: str) -> "ServeSettings":
+        """These settings for an app whose work must be taken in order (``reason`` says why): one process and one
+        batch worker; more, when asked for, is refused with a line saying how to proceed. (A batch function whose
+        order-dependent part is a `Staged` finish needs only `one_process`.)"""
+        from dataclasses import replace
+
+        self.one_process(reason)
         if self.batch_workers is not None and self.batch_workers > 1:
             raise UserError(f"--batch-workers {self.batch_workers}: {reason}; serve it with --batch-workers 1")
         return replace(self, batch_workers=1)
