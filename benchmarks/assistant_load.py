@@ -76,6 +76,7 @@ def main() -> int:
     p.add_argument("--max-batch-size", type=int, default=64)
     p.add_argument("--max-wait-ms", type=float, default=2.0)
     p.add_argument("--max-queue", type=int, help="both servers' --max-queue (default: the server's bounds)")
+    p.add_argument("--assistant-arg", action="append", default=[], help="extra `acceltune assistant` argument (repeatable)")
     args = p.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install -y wrk")
@@ -93,7 +94,7 @@ def main() -> int:
                 port = serve_load.free_port()
                 cmd = [sys.executable, "-m", "acceltune", name, str(args.model), "--port", str(port), *flags]
                 if name == "assistant":  # every turn stored, in a fresh database per run
-                    cmd += ["--replies", str(replies), "--db", f"sqlite:///{workdir / f'assistant-{i}.db'}"]
+                    cmd += ["--replies", str(replies), "--db", f"sqlite:///{workdir / f'assistant-{i}.db'}", *args.assistant_arg]
                 runs[name].append(measure(f"{name}-{i}", cmd, port, ROUTES[name], bodies[name], args, env, workdir))
     summary: dict = {"summary": True, "connections": args.connections, "repeats": args.repeats}
     for name, results in runs.items():
