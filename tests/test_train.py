@@ -49,7 +49,8 @@ def test_train_writes_a_complete_model_directory(tmp_path, data_csv, tiny_model_
     assert metrics["world_size"] == 1 and metrics["global_steps"] == 18  # 36 examples / batch 4 = 9 steps x 2 epochs
     # Throughput over the optimizer steps only, wall time over the whole call: named apart, and consistent.
     assert 0 < metrics["train_runtime_s"] < metrics["wall_time_s"]
-    assert metrics["train_samples_per_second"] == pytest.approx(36 * 2 / metrics["train_runtime_s"], rel=0.02)
+    runtime = metrics["train_runtime_s"]  # rounded to 0.01 s: on a fast machine that alone is a few percent
+    assert 72 / (runtime + 0.005) <= metrics["train_samples_per_second"] <= 72 / max(runtime - 0.005, 1e-9)  # 36 x 2 epochs
     assert metrics["test"]["confusion_matrix"] and sum(map(sum, metrics["test"]["confusion_matrix"])) == 12
     assert metrics["test"]["examples"] == 12
     assert metrics["tokenize"] == "upfront"  # 36 training rows: far below --tokenize auto's threshold
