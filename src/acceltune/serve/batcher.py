@@ -135,7 +135,9 @@ class Batcher:
         self._queued_inputs = 0
         self._formed = 0  # batches taken from the queue so far: each batch's place in the order of finishing
         self._finished = 0  # batches whose Staged.finish has run (or been skipped)
-        self._turn = threading.Condition(threading.Lock())
+        self._prepared: dict[int, tuple] = {}  # place -> a Staged batch prepared, waiting for its turn to finish
+        self._finishing = False  # a worker is finishing Staged batches (one at a time, in order)
+        self._turn = threading.Lock()
         self._cond = threading.Condition(threading.Lock())
         self._closing = False
         self._hurry = False  # shutting down: run what is queued without waiting for fuller batches
@@ -283,39 +285,56 @@ class Batcher:
             batch, place = taken
             started = time.perf_counter()
             inputs = [x for job in batch for x in job.inputs]
-            results = self._call(inputs, place)
-            if isinstance(results, concurrent.futures.Future):
-                # Measured up to here: the future's remaining work runs beside the next batch.
-                self._measure(len(inputs), time.perf_counter() - started)
-                self._deferred.add(results)
-                results.add_done_callback(self._deferred.discard)
-                results.add_done_callback(lambda f, batch=batch, started=started, n=len(inputs):
-                                          self._finish(batch, n, started, _outcome(f), measured=True))
-            elif not self._finish(batch, len(inputs), started, results):
+            if isinstance(self.fn, Staged):
+                going = self._prepare_and_finish_in_order(batch, place, started, inputs)
+            else:
+                try:
+                    results = self.fn(inputs)
+                except Exception as e:
+                    results = e
+                going = self._hand_over(batch, len(inputs), started, results)
+            if not going:
                 return
 
-    def _call(self, inputs: list, place: int):
-        """The batch function's results for ``inputs`` (or the exception it raised); a Staged function's finish
-        waits for every batch formed before this one to finish (or to fail), and runs alone."""
-        if not isinstance(self.fn, Staged):
-            try:
-                return self.fn(inputs)
-            except Exception as e:
-                return e
+    def _prepare_and_finish_in_order(self, batch: list[Job], place: int, started: float, inputs: list) -> bool:
+        """Prepare this batch, then leave it for whichever worker finishes batches now, or become that worker:
+        finish every prepared batch whose turn has come, in order. A worker never waits for another's prepare."""
         try:
             state, failed = self.fn.prepare(inputs), None
         except BaseException as e:  # noqa: BLE001 - whatever it was, the batches behind this one must get their turn
             state, failed = None, e
         with self._turn:
-            while self._finished != place:
-                self._turn.wait()
+            self._prepared[place] = (batch, len(inputs), started, state, failed)
+            if self._finishing:
+                return True
+            self._finishing = True
+        going = True
+        while True:
+            with self._turn:
+                item = self._prepared.pop(self._finished, None)
+                if item is None:
+                    self._finishing = False
+                    return going
+            batch, n, started, state, failed = item
             try:
-                return failed if failed is not None else self.fn.finish(state)
+                results = failed if failed is not None else self.fn.finish(state)
             except Exception as e:
-                return e
-            finally:
+                results = e
+            with self._turn:
                 self._finished += 1
-                self._turn.notify_all()
+            going = self._hand_over(batch, n, started, results) and going
+
+    def _hand_over(self, batch: list[Job], n: int, started: float, results) -> bool:
+        """Results (or the exception raised, or a Future of them) to the batch's requests; False once the loop
+        is closed."""
+        if isinstance(results, concurrent.futures.Future):
+            # Measured up to here: the future's remaining work runs beside the next batch.
+            self._measure(n, time.perf_counter() - started)
+            self._deferred.add(results)
+            results.add_done_callback(self._deferred.discard)
+            results.add_done_callback(lambda f: self._finish(batch, n, started, _outcome(f), measured=True))
+            return True
+        return self._finish(batch, n, started, results)
 
     def _finish(self, batch: list[Job], n: int, started: float, results, measured: bool = False) -> bool:
         """Split ``results`` (or the exception the batch function raised) per request, observe the batch and
