@@ -486,6 +486,31 @@ def test_batch_workers_run_that_many_batches_at_once():
     assert len(threads_seen) == 2 and not both_running.broken
 
 
+@pytest.mark.parametrize("workers, sizes", [(1, [8]), (2, [4, 4])])
+def test_a_burst_is_shared_between_the_idle_workers(workers, sizes):
+    from acceltune.serve.batcher import Batcher
+
+    seen = []
+    together = threading.Barrier(workers, timeout=30)  # each batch runs until the other is formed, as a model would
+
+    def fn(inputs):
+        seen.append(len(inputs))
+        together.wait()
+        return inputs
+
+    async def main():
+        batcher = Batcher(fn, name="burst", max_batch_size=8, max_wait_s=60, workers=workers)
+        batcher.start()
+        try:
+            await until(lambda: batcher._idle == workers, "every worker waiting")
+            return await asyncio.gather(*(batcher.submit([i]) for i in range(8)))  # one tick: queued together
+        finally:
+            await batcher.close()
+
+    assert asyncio.run(main()) == [[i] for i in range(8)]
+    assert sorted(seen) == sizes
+
+
 def test_staged_batches_prepare_at_once_and_finish_in_the_order_they_were_formed():
     from acceltune.serve.batcher import Batcher, InferenceFailed, Staged
 

@@ -127,8 +127,8 @@ def test_a_second_router_gets_auth_limits_shedding_and_metrics(tmp_path):
 def test_shutdown_drains_every_batcher_without_waiting_out_the_window(tmp_path):
     """Requests queued behind a batching window longer than the test are answered by the drain alone."""
     upper = Upper()
-    app = create_app(ServeSettings(model_dir=tmp_path, max_wait_ms=600_000, max_batch_size=64, request_timeout_s=600),
-                     routers=[upper.router])
+    app = create_app(ServeSettings(model_dir=tmp_path, max_wait_ms=600_000, max_batch_size=64, request_timeout_s=600,
+                                   batch_workers=1), routers=[upper.router])  # one worker: the drain makes one batch
     st = app.state.serve
 
     async def main():

@@ -133,6 +133,8 @@ class Batcher:
         self._measured_at = 0.0
         self._queue: deque[Job] = deque()
         self._queued_inputs = 0
+        self._idle = 0  # workers waiting for a batch
+        self._due = False  # the queue holds the rest of a shared batch
         self._formed = 0  # batches taken from the queue so far: each batch's place in the order of finishing
         self._finished = 0  # batches whose Staged.finish has run (or been skipped)
         self._prepared: dict[int, tuple] = {}  # place -> a Staged batch prepared, waiting for its turn to finish
@@ -247,34 +249,45 @@ class Batcher:
         """Block until a batch is due: (its jobs, its place in the order batches are formed); None when closing
         and nothing is left."""
         with self._cond:
-            while True:
-                while not self._queue and not self._closing:
-                    self._cond.wait()
-                if not self._queue:
-                    return None
-                deadline = self._queue[0].enqueued + self.max_wait_s
-                while self._queued_inputs < self.max_batch_size and not (self._closing or self._hurry):
-                    remaining = deadline - time.perf_counter()
-                    if remaining <= 0:
-                        break
-                    self._cond.wait(remaining)
-                batch, size = [], 0
-                while self._queue:
-                    job = self._queue[0]
-                    n = len(job.inputs)
-                    if job.abandoned:
+            self._idle += 1
+            try:
+                while True:
+                    while not self._queue and not self._closing:
+                        self._cond.wait()
+                    if not self._queue:
+                        return None
+                    deadline = self._queue[0].enqueued + self.max_wait_s
+                    while self._queued_inputs < self.max_batch_size and not (self._closing or self._hurry or self._due):
+                        remaining = deadline - time.perf_counter()
+                        if remaining <= 0:
+                            break
+                        self._cond.wait(remaining)
+                    # A burst is shared with the other idle workers rather than taken whole by the first awake
+                    # (clients answered together come back together: one full batch would leave a worker idle).
+                    limit = min(self.max_batch_size, -(-self._queued_inputs // self._idle))
+                    batch, size = [], 0
+                    while self._queue:
+                        job = self._queue[0]
+                        n = len(job.inputs)
+                        if job.abandoned:
+                            self._queue.popleft()
+                            self._queued_inputs -= n
+                            continue
+                        if batch and size + n > limit:
+                            break
                         self._queue.popleft()
                         self._queued_inputs -= n
-                        continue
-                    if batch and size + n > self.max_batch_size:
-                        break
-                    self._queue.popleft()
-                    self._queued_inputs -= n
-                    batch.append(job)
-                    size += n
-                if batch:
-                    self._formed += 1
-                    return batch, self._formed - 1
+                        batch.append(job)
+                        size += n
+                    if batch:
+                        # What a share left behind is the rest of a batch that was due: the next worker runs it at once.
+                        self._due = bool(self._queue) and limit < self.max_batch_size
+                        if self._queue:
+                            self._cond.notify()  # another idle worker may be asleep on an empty queue
+                        self._formed += 1
+                        return batch, self._formed - 1
+            finally:
+                self._idle -= 1
 
     def _run(self) -> None:
         lower_thread_priority(self.nice)
